@@ -1,0 +1,1 @@
+"""Conditioners: GeneralConditioner and the frozen T5 text embedder."""

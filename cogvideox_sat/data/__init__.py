@@ -1,0 +1,1 @@
+"""Video data: SFT folders, WebDataset shards, buckets, latent cache."""

@@ -1,0 +1,1 @@
+"""SGM-style diffusion modules: one strategy family per file."""

@@ -1,0 +1,1 @@
+"""DiffusionTransformer backbone and its SAT mixins (official key names)."""

@@ -1,0 +1,1 @@
+"""Training loop glue: DeepSpeed, checkpoints, logging."""

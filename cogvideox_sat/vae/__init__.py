@@ -1,0 +1,1 @@
+"""3D causal VAE (context parallel) compatible with the official 3d-vae.pt."""
