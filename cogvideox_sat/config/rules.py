@@ -1,0 +1,290 @@
+"""Cross-key invariants of a run, checked before anything heavy is loaded.
+
+Each rule is a small function `RunContext -> Problem*` registered with `@rule`; every rule runs
+and all problems are reported together. Messages say what to change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from cogvideox_sat.config.context import VAE_SPACE_COMPRESSION, VAE_TIME_COMPRESSION, RunContext
+from cogvideox_sat.config.problems import Problem
+from cogvideox_sat.config.schema import MISPLACED_FP16_KEYS
+
+Rule = Callable[[RunContext], Iterable[Problem]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+def run_rules(ctx: RunContext) -> list[Problem]:
+    problems: list[Problem] = []
+    for fn in RULES:
+        problems.extend(fn(ctx))
+    return problems
+
+
+def _p(ctx: RunContext, key: str, message: str, fix: str = "", warning: bool = False) -> Problem:
+    return Problem(key, message, fix, ctx.file_of(key), warning)
+
+
+# ---- precision ---------------------------------------------------------------------------
+@rule
+def one_precision(ctx: RunContext) -> Iterator[Problem]:
+    if ctx.precision("fp16") and ctx.precision("bf16"):
+        key = "deepspeed.fp16.enabled" if ctx.deepspeed_flag("fp16") else "args.fp16"
+        yield _p(ctx, key, "fp16 and bf16 are both enabled", "enable exactly one (bf16 for 5B/1.5, fp16 or bf16 for 2B)")
+
+
+@rule
+def precision_matches_deepspeed(ctx: RunContext) -> Iterator[Problem]:
+    if ctx.kind != "train" or ctx.args is None:
+        return
+    for name in ("fp16", "bf16"):
+        ds = ctx.deepspeed_flag(name)
+        if ds is not None and ctx.args_set(name) and bool(getattr(ctx.args, name)) != ds:
+            yield _p(
+                ctx,
+                f"args.{name}",
+                f"args.{name}={getattr(ctx.args, name)} disagrees with deepspeed.{name}.enabled={ds}",
+                f"set both to the same value (DeepSpeed runs the optimizer in deepspeed.{name})",
+            )
+
+
+@rule
+def fp16_only_for_2b(ctx: RunContext) -> Iterator[Problem]:
+    if ctx.precision("fp16") and ctx.pos_embed_kind == "rope":
+        key = "deepspeed.fp16.enabled" if ctx.deepspeed_flag("fp16") else "args.fp16"
+        yield _p(
+            ctx,
+            key,
+            "fp16 is only supported for the 2B architecture; 5B and 1.5 models were trained in bf16 and overflow in fp16",
+            "disable fp16 and enable bf16 (args.bf16: true, deepspeed.bf16.enabled: true, deepspeed.fp16.enabled: false)",
+        )
+
+
+# ---- frames and sizes --------------------------------------------------------------------
+@rule
+def train_frames_rule(ctx: RunContext) -> Iterator[Problem]:
+    frames = ctx.train_frames()
+    if ctx.kind != "train" or frames is None:
+        return
+    key = "data.params.max_num_frames"
+    if (frames - 1) % VAE_TIME_COMPRESSION:
+        lo = (frames - 1) // VAE_TIME_COMPRESSION * VAE_TIME_COMPRESSION + 1
+        yield _p(ctx, key, f"{frames} frames: the 3D VAE needs 4k+1 frames", f"use {lo} or {lo + 4}")
+    elif ctx.args is not None and ctx.args.train_frame_rule == "8n+1" and (frames - 1) % 8:
+        lo = (frames - 1) // 8 * 8 + 1
+        yield _p(
+            ctx,
+            key,
+            f"{frames} frames: training clips follow the 8N+1 rule (49, 81, ...)",
+            f"use {lo} or {lo + 8}, or set args.train_frame_rule: 4k+1 to opt out",
+        )
+
+
+@rule
+def even_latent_frames_for_temporal_patch(ctx: RunContext) -> Iterator[Problem]:
+    pt = ctx.patch_size[0]
+    latent = ctx.latent_frames()
+    if pt <= 1 or latent is None or latent % pt == 0:
+        return
+    if ctx.kind == "train":
+        if ctx.model.get("pad_latent_frames"):
+            return
+        frames = ctx.train_frames()
+        yield _p(
+            ctx,
+            "data.params.max_num_frames",
+            f"{frames} frames give {latent} latent frames, not divisible by the temporal patch size {pt}",
+            "set model.pad_latent_frames: true (repeats the first latent frame, as diffusers' 1.5 trainers do) "
+            f"or use {frames + 4} frames",
+        )
+    else:
+        yield _p(
+            ctx,
+            "args.sampling_num_frames",
+            f"{latent} latent frames are not divisible by the temporal patch size {pt}",
+            f"use {latent + pt - latent % pt} (22 for 5 s, 42 for 10 s with CogVideoX 1.5)",
+        )
+
+
+@rule
+def image_size_multiple_of_16(ctx: RunContext) -> Iterator[Problem]:
+    key, size = ctx.image_size()
+    if key is None or size is None:
+        return
+    if len(size) != 2:
+        yield _p(ctx, key, f"expected [height, width], got {size}", "give two numbers")
+        return
+    unit = VAE_SPACE_COMPRESSION * ctx.patch_size[1]
+    bad = [v for v in size if int(v) % unit]
+    if bad:
+        fixed = [int(v) // unit * unit for v in size]
+        yield _p(ctx, key, f"{size}: height and width must be multiples of {unit} (VAE /8 x patch {ctx.patch_size[1]})", f"use {fixed}")
+
+
+@rule
+def within_position_table(ctx: RunContext) -> Iterator[Problem]:
+    if not ctx.has_fixed_position_table:
+        return
+    net = ctx.network
+    latent = ctx.latent_frames()
+    max_frames = net.get("num_frames")
+    rate = net.get("time_compressed_rate", VAE_TIME_COMPRESSION)
+    if latent is not None and isinstance(max_frames, int):
+        max_latent = (max_frames - 1) // rate + 1
+        if latent > max_latent:
+            key = "args.sampling_num_frames" if ctx.kind == "sample" else "data.params.max_num_frames"
+            yield _p(ctx, key, f"{latent} latent frames exceed the position table ({max_latent}, from network num_frames {max_frames})", "use fewer frames or a RoPE model")
+    key, size = ctx.image_size()
+    if size and len(size) == 2:
+        h, w = (int(v) // VAE_SPACE_COMPRESSION for v in size)
+        lh, lw = net.get("latent_height"), net.get("latent_width")
+        if isinstance(lh, int) and isinstance(lw, int) and (h > lh or w > lw):
+            yield _p(ctx, key, f"{size} is larger than the position table ({lh * 8}x{lw * 8})", f"use at most [{lh * 8}, {lw * 8}]")
+
+
+@rule
+def image_to_video_consistency(ctx: RunContext) -> Iterator[Problem]:
+    net = ctx.network
+    cin, cout = net.get("in_channels"), net.get("out_channels")
+    if not (isinstance(cin, int) and isinstance(cout, int)):
+        return
+    concat = cin == 2 * cout
+    noised = bool(ctx.model.get("noised_image_input"))
+    if concat and not noised:
+        yield _p(ctx, "model.noised_image_input", f"in_channels {cin} = 2 x out_channels means an image-to-video model, which needs the image latent", "set model.noised_image_input: true")
+    elif noised and not concat:
+        yield _p(ctx, "model.network_config.params.in_channels", f"noised_image_input needs in_channels = 2 x out_channels ({2 * cout}), got {cin}", f"set in_channels: {2 * cout} or noised_image_input: false")
+
+
+# ---- LoRA --------------------------------------------------------------------------------
+@rule
+def lora_params(ctx: RunContext) -> Iterator[Problem]:
+    for block in ctx.blocks_of("LoraMixin"):
+        params = block.params
+        key = f"{block.path}.params"
+        r = params.get("r", 0)
+        if not isinstance(r, int) or r <= 0:
+            yield _p(ctx, f"{key}.r", f"LoRA rank must be a positive integer, got {r!r}", "set r (e.g. 128 for CogVideoX; the diffusers guide suggests lora_alpha = r or r/2)")
+        supported = getattr(block.cls, "SUPPORTED_TARGETS", None)
+        targets = params.get("target_modules")
+        if supported is not None and targets is not None:
+            for t in [targets] if isinstance(targets, str) else targets:
+                if t not in supported:
+                    yield _p(ctx, f"{key}.target_modules", f"'{t}' is not a layer LoRA can adapt", f"choose from {', '.join(supported)}")
+        layers = ctx.network.get("num_layers")
+        layer_range = params.get("layer_range")
+        if layer_range is not None and isinstance(layers, int):
+            bad = [i for i in layer_range if not 0 <= int(i) < layers]
+            if bad:
+                yield _p(ctx, f"{key}.layer_range", f"layers {bad} do not exist (the model has {layers})", f"use indices 0..{layers - 1}")
+
+
+# ---- iterations and batch sizes ----------------------------------------------------------
+@rule
+def iterations_or_epochs(ctx: RunContext) -> Iterator[Problem]:
+    if ctx.kind != "train" or ctx.args is None:
+        return
+    if ctx.args.train_iters is not None and ctx.args.epochs is not None:
+        yield _p(ctx, "args.epochs", "both train_iters and epochs are set", "keep one of them (train_iters is recommended)")
+    elif ctx.args.train_iters is None and ctx.args.epochs is None:
+        yield _p(ctx, "args.train_iters", "neither train_iters nor epochs is set; 10000 iterations will be used", "set args.train_iters", warning=True)
+
+
+@rule
+def deepspeed_batch_sizes(ctx: RunContext) -> Iterator[Problem]:
+    if ctx.kind != "train":
+        return
+    ds = ctx.deepspeed
+    micro = ds.get("train_micro_batch_size_per_gpu")
+    accum = ds.get("gradient_accumulation_steps")
+    total = ds.get("train_batch_size")
+    if ctx.args is not None:
+        for arg, value, ds_key in (("batch_size", micro, "train_micro_batch_size_per_gpu"), ("gradient_accumulation_steps", accum, "gradient_accumulation_steps")):
+            if value is not None and ctx.args_set(arg) and getattr(ctx.args, arg) != value:
+                yield _p(ctx, f"args.{arg}", f"args.{arg}={getattr(ctx.args, arg)} disagrees with deepspeed.{ds_key}={value}", "set one of them only, or both to the same value")
+    if total is not None and micro is not None:
+        world = ctx.world_size
+        mp = ctx.args.model_parallel_size if ctx.args else 1
+        expected = micro * (accum or 1) * max(world // mp, 1)
+        if total != expected:
+            yield _p(
+                ctx,
+                "deepspeed.train_batch_size",
+                f"{total} != micro batch {micro} x accumulation {accum or 1} x data-parallel size {max(world // mp, 1)} = {expected}",
+                "remove train_batch_size (DeepSpeed derives it) or make the product match",
+            )
+
+
+@rule
+def zero_stage_matches(ctx: RunContext) -> Iterator[Problem]:
+    if ctx.kind != "train" or ctx.args is None or not ctx.args_set("zero_stage"):
+        return
+    stage = (ctx.deepspeed.get("zero_optimization") or {}).get("stage")
+    if stage is not None and stage != ctx.args.zero_stage:
+        yield _p(ctx, "args.zero_stage", f"args.zero_stage={ctx.args.zero_stage} disagrees with deepspeed.zero_optimization.stage={stage}", "set the stage in one place (deepspeed.zero_optimization.stage)")
+
+
+@rule
+def ignored_loss_scale_keys(ctx: RunContext) -> Iterator[Problem]:
+    for key in MISPLACED_FP16_KEYS:
+        if key in ctx.deepspeed:
+            yield _p(ctx, f"deepspeed.{key}", "DeepSpeed ignores this key at the top level (the official sft.yaml puts it there)", f"move it under deepspeed.fp16.{key} if you use fp16", warning=True)
+
+
+# ---- paths -------------------------------------------------------------------------------
+@rule
+def checkpoint_dir(ctx: RunContext) -> Iterator[Problem]:
+    if ctx.args is None:
+        return
+    load = ctx.args.load
+    if load is None:
+        if ctx.kind == "sample":
+            yield _p(ctx, "args.load", "no checkpoint to sample from", "set args.load to a SAT checkpoint folder (the one holding `latest`)")
+        return
+    folder = Path(load)
+    if not folder.is_dir():
+        yield _p(ctx, "args.load", f"checkpoint folder '{load}' does not exist", "point args.load at the released `transformer` folder or a training run's save folder")
+        return
+    latest = folder / "latest"
+    if not latest.is_file():
+        yield _p(ctx, "args.load", f"'{load}' has no `latest` file", "point args.load at the folder that holds `latest` and `<iteration>/mp_rank_00_model_states.pt`")
+        return
+    tag = latest.read_text().strip()
+    if not (folder / tag / "mp_rank_00_model_states.pt").is_file():
+        yield _p(ctx, "args.load", f"`latest` says '{tag}' but '{folder / tag / 'mp_rank_00_model_states.pt'}' is missing", "complete the download or fix `latest`")
+
+
+@rule
+def model_paths(ctx: RunContext) -> Iterator[Problem]:
+    for block in ctx.blocks:
+        for name in getattr(block.cls, "path_params", ()):
+            value = block.params.get(name)
+            if value and not os.path.exists(str(value)):
+                key = f"{block.path}.params.{name}"
+                yield _p(ctx, key, f"'{value}' does not exist", "download the weights and give their local path (nothing is downloaded at run time)")
+
+
+@rule
+def data_paths(ctx: RunContext) -> Iterator[Problem]:
+    if ctx.args is None:
+        return
+    if ctx.kind == "train":
+        if not ctx.args.train_data:
+            yield _p(ctx, "args.train_data", "no training data", "set args.train_data to your dataset folder(s)")
+        if not ctx.data:
+            yield _p(ctx, "data", "no data section", "add data: {target: data_video.SFTDataset, params: {...}} (see configs/sft.yaml)")
+        for key in ("train_data", "valid_data"):
+            for path in getattr(ctx.args, key) or []:
+                if not os.path.exists(path):
+                    yield _p(ctx, f"args.{key}", f"'{path}' does not exist", "give an existing dataset folder or shard path")
+    elif ctx.args.input_type == "txt" and not os.path.isfile(ctx.args.input_file):
+        yield _p(ctx, "args.input_file", f"prompt file '{ctx.args.input_file}' does not exist", "create it (one prompt per line) or set args.input_type: cli to read stdin")
