@@ -1,0 +1,158 @@
+"""Process groups of a run: context-parallel (VAE time axis), model- and data-parallel.
+
+The one place that knows about `torch.distributed` groups. Model code never calls it; the
+glue (VAE wrapper, training step) asks it for a group and passes that group explicitly.
+
+Context parallelism splits the VAE's time axis over consecutive ranks. The official code keeps
+the group in `sgm.util` globals and, in `arguments.py`, reuses SAT's model-parallel group as
+the context-parallel group when model_parallel_size <= 2; `use_model_parallel_group_for_cp`
+reproduces that. Model/data-parallel accessors delegate to SAT's `sat.mpu` when it has been
+initialised, and describe a single process otherwise, so single-GPU and CPU code paths need
+no process group at all.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch.distributed as dist
+
+ProcessGroup = Any  # torch.distributed.ProcessGroup; kept loose so type hints work without dist
+
+_cp_group: ProcessGroup | None = None
+_cp_ranks: tuple[int, ...] = ()
+
+
+# ---------------------------------------------------------------- context parallel
+
+
+def initialize_context_parallel(size: int) -> ProcessGroup | None:
+    """Split the world into groups of `size` consecutive ranks; this rank joins its group.
+
+    Every rank must call this (group creation is collective). Returns the group, or None
+    for size 1 (a one-rank group needs no communication).
+    """
+    if size < 1:
+        raise ValueError(f"context-parallel size must be >= 1, got {size}")
+    if size == 1:
+        set_context_parallel_group(None)
+        return None
+    if not dist.is_initialized():
+        raise ValueError(
+            f"context-parallel size {size} needs torch.distributed; call "
+            "torch.distributed.init_process_group first (or use cp_size 1)"
+        )
+    world, rank = dist.get_world_size(), dist.get_rank()
+    if world % size:
+        raise ValueError(f"world size {world} is not a multiple of context-parallel size {size}")
+    mine = None
+    for start in range(0, world, size):
+        ranks = tuple(range(start, start + size))
+        group = dist.new_group(list(ranks))  # collective: every rank creates every group
+        if rank in ranks:
+            mine = (group, ranks)
+    assert mine is not None
+    set_context_parallel_group(*mine)
+    return mine[0]
+
+
+def set_context_parallel_group(group: ProcessGroup | None, ranks: tuple[int, ...] | None = None) -> None:
+    """Adopt an existing group (or None: no context parallelism) as the context-parallel group."""
+    global _cp_group, _cp_ranks
+    if group is None:
+        _cp_group, _cp_ranks = None, ()
+        return
+    if ranks is None:
+        ranks = tuple(dist.get_process_group_ranks(group))
+    _cp_group, _cp_ranks = group, tuple(ranks)
+
+
+def use_model_parallel_group_for_cp() -> ProcessGroup | None:
+    """The official choice: the model-parallel group doubles as context-parallel group (mp <= 2)."""
+    if get_model_parallel_world_size() <= 1:
+        set_context_parallel_group(None)
+        return None
+    group = get_model_parallel_group()
+    set_context_parallel_group(group)
+    return group
+
+
+def destroy_context_parallel() -> None:
+    """Forget the context-parallel group (tests; the group itself dies with the process group)."""
+    set_context_parallel_group(None)
+
+
+def is_context_parallel_initialized() -> bool:
+    return _cp_group is not None
+
+
+def get_context_parallel_group() -> ProcessGroup | None:
+    """The context-parallel group, or None when there is no context parallelism."""
+    return _cp_group
+
+
+def get_context_parallel_world_size() -> int:
+    return len(_cp_ranks) if _cp_group is not None else 1
+
+
+def get_context_parallel_rank() -> int:
+    """This process's index inside its context-parallel group (0 without one)."""
+    if _cp_group is None:
+        return 0
+    return dist.get_rank(group=_cp_group)
+
+
+def group_size(group: ProcessGroup | None) -> int:
+    """World size of `group`, 1 for None (no group = this process alone)."""
+    return 1 if group is None else dist.get_world_size(group=group)
+
+
+def group_rank(group: ProcessGroup | None) -> int:
+    """Rank inside `group`, 0 for None."""
+    return 0 if group is None else dist.get_rank(group=group)
+
+
+# ---------------------------------------------------------------- model / data parallel (SAT)
+
+
+def _sat_mpu() -> Any | None:
+    """SAT's mpu module if it is imported and initialised; never imports SAT (3 s import)."""
+    mpu = sys.modules.get("sat.mpu")
+    if mpu is None or not mpu.model_parallel_is_initialized():
+        return None
+    return mpu
+
+
+def get_model_parallel_group() -> ProcessGroup | None:
+    mpu = _sat_mpu()
+    return None if mpu is None else mpu.get_model_parallel_group()
+
+
+def get_model_parallel_world_size() -> int:
+    mpu = _sat_mpu()
+    return 1 if mpu is None else mpu.get_model_parallel_world_size()
+
+
+def get_model_parallel_rank() -> int:
+    mpu = _sat_mpu()
+    return 0 if mpu is None else mpu.get_model_parallel_rank()
+
+
+def get_data_parallel_group() -> ProcessGroup | None:
+    mpu = _sat_mpu()
+    return None if mpu is None else mpu.get_data_parallel_group()
+
+
+def get_data_parallel_world_size() -> int:
+    mpu = _sat_mpu()
+    if mpu is not None:
+        return mpu.get_data_parallel_world_size()
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def get_data_parallel_rank() -> int:
+    mpu = _sat_mpu()
+    if mpu is not None:
+        return mpu.get_data_parallel_rank()
+    return dist.get_rank() if dist.is_initialized() else 0
