@@ -1,0 +1,103 @@
+"""`AdaLNMixin`: the CogVideoX block — adaLN-modulated joint attention and MLP over [text; image].
+
+Text and image tokens share each layer's LayerNorms, attention and MLP weights but get their
+own shift/scale/gate from the conditioning vector (12 chunks per layer). Attention is joint
+over the whole sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .mixin import Mixin
+from .rope import Rotary
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x * (1 + scale) + shift, with (B, 1, D) shift/scale."""
+    return x * (1 + scale) + shift
+
+
+def split_modulate(
+    x: torch.Tensor, text_length: int, text: tuple[torch.Tensor, torch.Tensor], image: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """Modulate text rows with `text` (shift, scale) and image rows with `image`, keep the order."""
+    return torch.cat((modulate(x[:, :text_length], *text), modulate(x[:, text_length:], *image)), dim=1)
+
+
+def gated_residual(
+    hidden: torch.Tensor, update: torch.Tensor, text_length: int, text_gate: torch.Tensor, image_gate: torch.Tensor
+) -> torch.Tensor:
+    """hidden + gate * update, with the text gate on text rows and the image gate on image rows."""
+    return torch.cat(
+        (
+            hidden[:, :text_length] + text_gate * update[:, :text_length],
+            hidden[:, text_length:] + image_gate * update[:, text_length:],
+        ),
+        dim=1,
+    )
+
+
+class AdaLNMixin(Mixin):
+    """`adaLN_modulations.N` (SiLU, Linear(time_embed_dim, 12 hidden)) and, with `qk_ln`, one
+    LayerNorm over head_dim for queries and one for keys per layer (eps 1e-6)."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_layers: int,
+        time_embed_dim: int,
+        compressed_num_frames: int,
+        qk_ln: bool = True,
+        hidden_size_head: int | None = None,
+        elementwise_affine: bool = True,
+    ):
+        super().__init__()
+        self.num_layers = num_layers
+        self.compressed_num_frames = compressed_num_frames
+        self.qk_ln = qk_ln
+        self.adaLN_modulations = nn.ModuleList(
+            nn.Sequential(nn.SiLU(), nn.Linear(time_embed_dim, 12 * hidden_size)) for _ in range(num_layers)
+        )
+        if qk_ln:
+            if hidden_size_head is None:
+                raise ValueError("AdaLNMixin with qk_ln needs hidden_size_head")
+            norms = [nn.LayerNorm(hidden_size_head, eps=1e-6, elementwise_affine=elementwise_affine) for _ in range(2 * num_layers)]
+            self.query_layernorm_list = nn.ModuleList(norms[:num_layers])
+            self.key_layernorm_list = nn.ModuleList(norms[num_layers:])
+
+    # No reinit: the official model adds this mixin without reinit, so the modulation Linears keep
+    # nn.Linear's default init (its zero-init method is never called). Weights come from checkpoints.
+
+    def layer_forward(
+        self,
+        layer_id: int,
+        hidden: torch.Tensor,
+        emb: torch.Tensor,
+        text_length: int,
+        rotary: Rotary | None = None,
+        mlp_gate: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """One block: (B, L + N, hidden) -> same shape. `emb` is the (B, time_embed_dim) condition."""
+        layer = self.transformer.layers[layer_id]
+        L = text_length
+        # 1. Per-token modulation: image chunks 0-5, text chunks 6-11, each (B, 1, hidden)
+        (
+            shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp,
+            text_shift_msa, text_scale_msa, text_gate_msa, text_shift_mlp, text_scale_mlp, text_gate_mlp,
+        ) = self.adaLN_modulations[layer_id](emb).unsqueeze(1).chunk(12, dim=2)  # fmt: skip
+
+        # 2. Joint attention on the modulated, normalised sequence; gated residual
+        normed = layer.input_layernorm(hidden)
+        attention_input = split_modulate(normed, L, (text_shift_msa, text_scale_msa), (shift_msa, scale_msa))
+        query_norm = self.query_layernorm_list[layer_id] if self.qk_ln else None
+        key_norm = self.key_layernorm_list[layer_id] if self.qk_ln else None
+        attention_output = layer.attention(attention_input, query_norm, key_norm, rotary)
+        hidden = gated_residual(hidden, attention_output, L, text_gate_msa, gate_msa)
+
+        # 3. MLP on the modulated, normalised sequence; gated residual
+        normed = layer.post_attention_layernorm(hidden)
+        mlp_input = split_modulate(normed, L, (text_shift_mlp, text_scale_mlp), (shift_mlp, scale_mlp))
+        mlp_output = layer.mlp(mlp_input, gate=mlp_gate)
+        return gated_residual(hidden, mlp_output, L, text_gate_mlp, gate_mlp)

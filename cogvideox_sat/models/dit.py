@@ -1,0 +1,371 @@
+"""`DiffusionTransformer`: the CogVideoX DiT, built from the official `network_config`.
+
+Same constructor parameters as the official `dit_video_concat.DiffusionTransformer`, same
+mixin names (`pos_embed`, `patch_embed`, `adaln_layer`, `final_layer`, `lora`, `swiglu`) and
+state-dict keys, so official configs build unchanged and released checkpoints load strictly.
+Variants are chosen by the config, as officially:
+
+| variant   | pos_embed_config                               | other                         |
+|-----------|------------------------------------------------|-------------------------------|
+| 2B        | Basic3DPositionEmbeddingMixin (sin-cos, 1.875) | patch 2                       |
+| 5B        | Rotary3DPositionEmbeddingMixin                 | patch 2                       |
+| 5B-I2V    | Rotary3D + learnable_pos_embed                 | in_channels 32 (image concat) |
+| 1.5       | Rotary3DPositionEmbeddingMixin                 | patch [2, 2, 2]               |
+| 1.5-I2V   | Rotary3DPositionEmbeddingMixin                 | in_channels 32, ofs_embed_dim |
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..registry import instantiate_from_config
+from .checkpointing import run_layers
+from .geometry import TokenGrid, to_patch_size, token_grid
+from .swiglu import SwiGLUMixin
+from .timestep import SinusoidalTimestep, embedding_mlp, timestep_embedding
+from .transformer import Transformer, gelu_tanh
+from .transformer_args import TransformerArgs
+
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+REQUIRED_MODULES = ("pos_embed_config", "patch_embed_config", "adaln_layer_config", "final_layer_config")
+OPTIONAL_MODULES = ("lora_config",)
+_INTERPOLATION = ("height_interpolation", "width_interpolation", "time_interpolation")
+
+
+class DiffusionTransformer(nn.Module):
+    """CogVideoX DiT (see module docstring). Input latents are (B, T, C, H, W)."""
+
+    def __init__(
+        self,
+        transformer_args: Mapping[str, Any],
+        num_frames: int,
+        time_compressed_rate: int,
+        latent_width: int,
+        latent_height: int,
+        patch_size: int | list[int],
+        in_channels: int,
+        out_channels: int,
+        hidden_size: int,
+        num_layers: int,
+        num_attention_heads: int,
+        elementwise_affine: bool,
+        time_embed_dim: int | None = None,
+        num_classes: int | str | None = None,
+        modules: Mapping[str, Any] | None = None,
+        input_time: str = "adaln",
+        adm_in_channels: int | None = None,
+        parallel_output: bool = True,
+        height_interpolation: float = 1.0,
+        width_interpolation: float = 1.0,
+        time_interpolation: float = 1.0,
+        use_SwiGLU: bool = False,
+        use_RMSNorm: bool = False,
+        ofs_embed_dim: int | None = None,
+        dtype: str | torch.dtype = "fp32",
+    ):
+        super().__init__()
+        self.args = TransformerArgs.from_config(transformer_args)
+        self._check_overrides(num_layers, hidden_size, num_attention_heads, parallel_output)
+        if input_time != "adaln":
+            raise ValueError(f"input_time={input_time!r}: only 'adaln' exists in CogVideoX")
+        self.patch_size = to_patch_size(patch_size)
+        self.num_frames = num_frames
+        self.time_compressed_rate = time_compressed_rate
+        self.compressed_num_frames = (num_frames - 1) // time_compressed_rate + 1
+        self.latent_width, self.latent_height = latent_width, latent_height
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_attention_heads = num_attention_heads
+        self.elementwise_affine = elementwise_affine
+        self.time_embed_dim = time_embed_dim if time_embed_dim is not None else hidden_size
+        self.num_classes = num_classes
+        self.adm_in_channels = adm_in_channels
+        self.ofs_embed_dim = ofs_embed_dim
+        self.interpolation = {
+            "height_interpolation": height_interpolation,
+            "width_interpolation": width_interpolation,
+            "time_interpolation": time_interpolation,
+        }
+        self.dtype = _to_dtype(dtype)
+        self.checkpoint_mode = self.args.effective_checkpoint_mode
+
+        # 1. Transformer body (SAT key layout) and conditioning embeddings
+        self.transformer = Transformer(
+            num_layers,
+            hidden_size,
+            num_attention_heads,
+            layernorm_epsilon=self.args.layernorm_epsilon,
+            elementwise_affine=elementwise_affine,
+            use_rms_norm=use_RMSNorm,
+            activation=nn.functional.silu if use_SwiGLU else gelu_tanh,
+            hidden_dropout=self.args.hidden_dropout,
+            attention_dropout=self.args.attention_dropout,
+        )
+        self.mixins = nn.ModuleDict()
+        self.time_embed = embedding_mlp(hidden_size, self.time_embed_dim)
+        if ofs_embed_dim is not None:
+            self.ofs_embed = embedding_mlp(ofs_embed_dim, ofs_embed_dim)
+        if num_classes is not None:
+            self.label_emb = self._label_embedding(num_classes)
+        self.initialize_weights()
+
+        # 2. Mixins from `modules` (LoRA last: it wraps the initialised linears)
+        self._build_mixins(dict(modules or {}))
+        if use_SwiGLU:
+            self.add_mixin("swiglu", SwiGLUMixin(num_layers, hidden_size, 4 * hidden_size, bias=False), reinit=True)
+        if "lora_config" in (modules or {}):
+            lora = instantiate_from_config(modules["lora_config"], layer_num=num_layers)
+            self.add_mixin("lora", lora, reinit=True)
+        self.set_attention_backend(self.args.attention_backend)
+
+    # ---- construction ------------------------------------------------------------------------
+    def _check_overrides(self, num_layers: int, hidden_size: int, heads: int, parallel_output: bool) -> None:
+        given = {"num_layers": num_layers, "hidden_size": hidden_size, "num_attention_heads": heads, "parallel_output": parallel_output}
+        for name, value in given.items():
+            inner = getattr(self.args, name)
+            if inner is not None and inner != value:
+                raise ValueError(f"transformer_args.{name}={inner} disagrees with the network's {name}={value}; remove it")
+
+    def _label_embedding(self, num_classes: int | str) -> nn.Module:
+        if isinstance(num_classes, int) and not isinstance(num_classes, bool):
+            return nn.Embedding(num_classes, self.time_embed_dim)
+        if num_classes == "continuous":
+            return nn.Linear(1, self.time_embed_dim)
+        if num_classes == "timestep":
+            return nn.Sequential(SinusoidalTimestep(self.hidden_size), embedding_mlp(self.hidden_size, self.time_embed_dim))
+        if num_classes == "sequential":
+            if self.adm_in_channels is None:
+                raise ValueError("num_classes: sequential needs adm_in_channels")
+            return nn.Sequential(embedding_mlp(self.adm_in_channels, self.time_embed_dim))
+        raise ValueError(f"num_classes={num_classes!r}: use an int, 'continuous', 'timestep' or 'sequential'")
+
+    def _build_mixins(self, modules: dict[str, Any]) -> None:
+        unknown = sorted(set(modules) - set(REQUIRED_MODULES) - set(OPTIONAL_MODULES))
+        missing = [m for m in REQUIRED_MODULES if m not in modules]
+        if unknown or missing:
+            raise ValueError(
+                f"network modules: missing {missing}, unknown {unknown}; expected {REQUIRED_MODULES} and optionally {OPTIONAL_MODULES}"
+            )
+        patch_h, patch_w = self.latent_height // self.patch_size[1], self.latent_width // self.patch_size[2]
+        self.add_mixin(
+            "pos_embed",
+            self._instantiate_pos_embed(modules["pos_embed_config"], height=patch_h, width=patch_w),
+        )
+        self.add_mixin(
+            "patch_embed",
+            instantiate_from_config(
+                modules["patch_embed_config"], patch_size=self.patch_size, hidden_size=self.hidden_size, in_channels=self.in_channels
+            ),
+            reinit=True,
+        )
+        self.add_mixin(
+            "adaln_layer",
+            instantiate_from_config(
+                modules["adaln_layer_config"],
+                hidden_size=self.hidden_size,
+                num_layers=self.num_layers,
+                compressed_num_frames=self.compressed_num_frames,
+                hidden_size_head=self.hidden_size // self.num_attention_heads,
+                time_embed_dim=self.time_embed_dim,
+                elementwise_affine=self.elementwise_affine,
+            ),
+        )
+        self.add_mixin(
+            "final_layer",
+            instantiate_from_config(
+                modules["final_layer_config"],
+                hidden_size=self.hidden_size,
+                patch_size=self.patch_size,
+                out_channels=self.out_channels,
+                time_embed_dim=self.time_embed_dim,
+                latent_width=self.latent_width,
+                latent_height=self.latent_height,
+                elementwise_affine=self.elementwise_affine,
+            ),
+            reinit=True,
+        )
+
+    def _instantiate_pos_embed(self, config: Mapping[str, Any], height: int, width: int) -> nn.Module:
+        """The official code passes the network's interpolation values to the position mixin, and
+        2B YAMLs also set them in the mixin's own params (the official code then fails). Both
+        forms work here: a value in the mixin's params wins; a conflicting non-default network
+        value raises."""
+        params = dict(config.get("params", None) or {})
+        for name in _INTERPOLATION:
+            network_value = self.interpolation[name]
+            if name in params and network_value != 1.0 and float(params[name]) != network_value:
+                raise ValueError(
+                    f"{name} is {network_value} in the network params but {params[name]} in pos_embed_config; keep one"
+                )
+            params.setdefault(name, network_value)
+            self.interpolation[name] = float(params[name])
+        return instantiate_from_config(
+            {"target": config["target"], "params": params},
+            height=height,
+            width=width,
+            compressed_num_frames=self.compressed_num_frames,
+            hidden_size=self.hidden_size,
+        )
+
+    def initialize_weights(self) -> None:
+        """SAT's init of the transformer body; everything else keeps nn.Linear's default init
+        except what the mixins' `reinit` sets (patch and output projections, LoRA).
+
+        - query_key_value, dense_h_to_4h: N(0, 0.02); attention.dense, dense_4h_to_h (residual
+          outputs): N(0, 0.02 / sqrt(2 num_layers)); all their biases zero.
+        - LayerNorms: weight 1, bias 0 (torch default).
+        - `transformer_args.skip_init: true` keeps torch's default init (weights to be loaded).
+        """
+        if self.args.skip_init:
+            return
+        std, out_std = 0.02, 0.02 / math.sqrt(2.0 * self.num_layers)
+        for layer in self.transformer.layers:
+            for linear, s in (
+                (layer.attention.query_key_value, std),
+                (layer.mlp.dense_h_to_4h, std),
+                (layer.attention.dense, out_std),
+                (layer.mlp.dense_4h_to_h, out_std),
+            ):
+                nn.init.normal_(linear.weight, mean=0.0, std=s)
+                if linear.bias is not None:
+                    nn.init.zeros_(linear.bias)
+
+    # ---- SAT BaseModel API -------------------------------------------------------------------
+    def add_mixin(self, name: str, mixin: nn.Module, reinit: bool = False) -> None:
+        """Register `mixin` as `mixins.<name>`, give it `.transformer`, optionally `reinit` it."""
+        if name in self.mixins:
+            raise ValueError(f"mixin {name!r} already exists")
+        self.mixins[name] = mixin
+        object.__setattr__(mixin, "transformer", self.transformer)
+        if getattr(mixin, "legacy_position_table", False) and not hasattr(self.transformer, "position_embeddings"):
+            self.transformer.add_legacy_position_table(self.args.max_sequence_length)
+        if reinit:
+            mixin.reinit(self)
+
+    def get_mixin(self, name: str) -> nn.Module:
+        return self.mixins[name]
+
+    def del_mixin(self, name: str) -> None:
+        del self.mixins[name]
+
+    def reset_derived_buffers(self) -> None:
+        """Recompute tables that are derived, not learnt (after building on the meta device
+        and `to_empty`); loaded weights are untouched except the 2B sin-cos table."""
+        for mixin in self.mixins.values():
+            if hasattr(mixin, "reset_buffers"):
+                mixin.reset_buffers()
+
+    # ---- runtime switches --------------------------------------------------------------------
+    def set_checkpoint_mode(self, mode: str) -> None:
+        """Activation checkpointing: 'none', 'full' or 'selective' (see `checkpointing`)."""
+        if mode not in ("none", "full", "selective"):
+            raise ValueError(f"checkpoint mode {mode!r}: choose 'none', 'full' or 'selective'")
+        self.checkpoint_mode = mode
+
+    def set_attention_backend(self, backend: str) -> None:
+        """SDPA kernel choice for every layer (see `cogvideox_sat.models.attention.BACKENDS`)."""
+        from .attention import BACKENDS
+
+        if backend not in BACKENDS:
+            raise ValueError(f"attention backend {backend!r}: choose one of {BACKENDS}")
+        for layer in self.transformer.layers:
+            layer.attention.backend = backend
+
+    # ---- forward -----------------------------------------------------------------------------
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        concat_images: torch.Tensor | None = None,
+        ofs: torch.Tensor | None = None,
+        idx: torch.Tensor | None = None,
+        scale_emb: Any = None,
+    ) -> torch.Tensor:
+        """Predict for latents `x` (B, T, C, H, W) -> (B, T, out_channels, H, W).
+
+        `timesteps` (B,) and `context` (B, L, text_hidden) as the official denoiser passes them;
+        `concat_images` (B or B/k, T, C', H, W) is appended on channels (image-to-video; a
+        smaller batch is tiled, as for classifier-free guidance); `ofs` (B or 1,) is the 1.5 I2V
+        offset (the official sampler uses 2.0); `y` is the class label when `num_classes` is set.
+        `idx` and `scale_emb` are passed by the official loss/samplers and not used.
+        """
+        if timesteps is None or context is None:
+            raise ValueError("DiffusionTransformer needs timesteps and context")
+        if (y is not None) != (self.num_classes is not None):
+            raise ValueError("pass y if and only if the model is class-conditional (num_classes)")
+
+        # 1. Inputs in the compute dtype; image latents appended on channels
+        x = x.to(self.dtype)
+        context = context.to(self.dtype)
+        if concat_images is not None:
+            x = torch.cat((x, _tile_batch(concat_images.to(self.dtype), x.shape[0])), dim=2)
+        if x.shape[2] != self.in_channels:
+            raise ValueError(f"latents have {x.shape[2]} channels, the model takes in_channels={self.in_channels}")
+        grid = token_grid(x.shape, self.patch_size, text_length=context.shape[1])
+
+        # 2. Conditioning vector (B, time_embed_dim): timestep (+ class label) (+ ofs)
+        emb = self.time_embed(timestep_embedding(timesteps, self.hidden_size, dtype=self.dtype))
+        if self.num_classes is not None:
+            y = y.repeat_interleave(x.shape[0] // y.shape[0], dim=0)
+            emb = emb + self.label_emb(y)
+        if self.ofs_embed_dim is not None:
+            if ofs is None:
+                raise ValueError("this model has ofs_embed_dim: pass ofs (the official sampler uses ofs=2.0)")
+            emb = emb + self.ofs_embed(timestep_embedding(ofs, self.ofs_embed_dim, dtype=self.dtype))
+
+        # 3. Token sequence [text; image patches] (B, L + N, hidden) plus absolute positions
+        hidden = self.mixins["patch_embed"](x, context, grid)
+        positions = self.mixins["pos_embed"].position_table(grid)
+        if positions is not None:
+            hidden = hidden + positions.to(hidden.dtype)
+        hidden = self.transformer.embedding_dropout(hidden)
+
+        # 4. Transformer layers (RoPE, when configured, inside attention)
+        hidden = self._run_layers(hidden, emb, grid)
+
+        # 5. Final LayerNorm on all tokens, output head on image tokens, unpatchify
+        hidden = self.transformer.final_layernorm(hidden)
+        return self.mixins["final_layer"](hidden, emb, grid)
+
+    def _run_layers(self, hidden: torch.Tensor, emb: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
+        adaln = self.mixins["adaln_layer"]
+        rotary = self.mixins["pos_embed"].rotary(grid)
+        swiglu = self.mixins["swiglu"].w2 if "swiglu" in self.mixins else None
+
+        def layer_fn(i: int, h: torch.Tensor) -> torch.Tensor:
+            gate = swiglu[i] if swiglu is not None else None
+            return adaln.layer_forward(i, h, emb, grid.text_length, rotary, mlp_gate=gate)
+
+        return run_layers(
+            layer_fn,
+            hidden,
+            self.num_layers,
+            mode=self.checkpoint_mode,
+            chunk=self.args.checkpoint_num_layers,
+            skip_last=self.args.checkpoint_skip_layers,
+        )
+
+
+def _to_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: choose one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _tile_batch(images: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat a (b, ...) tensor to `batch` rows when b divides it (official CFG doubling)."""
+    if images.shape[0] == batch:
+        return images
+    if batch % images.shape[0]:
+        raise ValueError(f"concat_images batch {images.shape[0]} does not divide the latent batch {batch}")
+    return images.repeat(batch // images.shape[0], *([1] * (images.dim() - 1)))

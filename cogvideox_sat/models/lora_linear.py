@@ -1,0 +1,80 @@
+"""A Linear with low-rank adapters, laid out as SAT's `lora2.LoraLinear` (same state-dict keys).
+
+`original` is the frozen base Linear; `matrix_A.i` (r x in) and `matrix_B.i` (out/p x r) adapt
+the i-th of `partition` equal output slices (3 for the fused query_key_value, so q, k and v
+each get their own adapter). Output = original(x) + concat_i(B_i A_i dropout(x)) * alpha / r.
+
+Not SAT's class itself: its forward goes through a model-parallel copy that needs an
+initialised process group in backward, its loading silently skips missing keys (so strict
+loading cannot report them), and its merge moves weights to `.cuda()`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LoraLinear(nn.Module):
+    """`original` + `partition` low-rank adapters (see module docstring)."""
+
+    def __init__(self, original: nn.Linear, partition: int, r: int, lora_alpha: float = 1.0, lora_dropout: float = 0.0):
+        super().__init__()
+        out_features, in_features = original.weight.shape
+        if out_features % partition:
+            raise ValueError(f"output size {out_features} does not split into {partition} LoRA partitions")
+        if r <= 0:
+            raise ValueError(f"LoRA rank r must be > 0, got {r}")
+        self.original = original
+        self.partition = partition
+        self.r = r
+        self.lora_alpha = lora_alpha
+        self.scaling = lora_alpha / r
+        self.lora_dropout = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()
+        factory = {"device": original.weight.device, "dtype": original.weight.dtype}
+        self.matrix_A = nn.ParameterList(nn.Parameter(torch.empty(r, in_features, **factory)) for _ in range(partition))
+        self.matrix_B = nn.ParameterList(
+            nn.Parameter(torch.empty(out_features // partition, r, **factory)) for _ in range(partition)
+        )
+        self.reset_lora_parameters()
+
+    def reset_lora_parameters(self) -> None:
+        # SAT's init: A kaiming-uniform (a = sqrt 5, nn.Linear's default), B zero, so a fresh
+        # adapter adds exactly nothing and training starts from the base model.
+        for a, b in zip(self.matrix_A, self.matrix_B):
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            nn.init.zeros_(b)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The base weight (lets code that inspects `.weight` keep working)."""
+        return self.original.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.original(x)
+        # 1. Down-project once for all partitions: (..., in) -> (..., partition * r)
+        down = F.linear(self.lora_dropout(x), torch.cat(list(self.matrix_A)))
+        # 2. Up-project each partition into its output slice
+        ups = [F.linear(d, b) for d, b in zip(down.split(self.r, dim=-1), self.matrix_B)]
+        return out + torch.cat(ups, dim=-1) * self.scaling
+
+    def delta_weight(self) -> torch.Tensor:
+        """concat_i(B_i A_i) * scaling in float32, shaped like the base weight."""
+        blocks = [b.float() @ a.float() for a, b in zip(self.matrix_A, self.matrix_B)]
+        return torch.cat(blocks, dim=0) * self.scaling
+
+    def merged(self) -> nn.Linear:
+        """A plain Linear equal to this layer (eval mode), on the same device and dtype."""
+        weight = self.original.weight
+        linear = nn.Linear(
+            weight.shape[1], weight.shape[0], bias=self.original.bias is not None, device=weight.device, dtype=weight.dtype
+        )
+        with torch.no_grad():
+            linear.weight.copy_((weight.float() + self.delta_weight()).to(weight.dtype))
+            if self.original.bias is not None:
+                linear.bias.copy_(self.original.bias)
+        linear.weight.requires_grad_(weight.requires_grad)
+        return linear

@@ -1,0 +1,83 @@
+"""`transformer_args`: the official network block's SAT transformer settings, validated.
+
+The official code hands this block to SwissArmyTransformer as an argparse-like namespace that
+silently ignores unknown keys. Here every key is known, unknown keys raise with the valid
+choices, and two keys of ours are added:
+
+- `checkpoint_mode`: which activation checkpointing `checkpoint_activations: true` means:
+  `full` (recompute whole layers, the official behaviour and default), `selective` (keep the
+  attention outputs, recompute the cheap rest) or `none`.
+- `attention_backend`: torch SDPA backend, see `cogvideox_sat.models.attention.BACKENDS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .attention import BACKENDS
+
+CHECKPOINT_MODES: tuple[str, ...] = ("full", "selective", "none")
+
+
+@dataclass(frozen=True)
+class TransformerArgs:
+    """Validated `transformer_args` (official names and SAT defaults)."""
+
+    checkpoint_activations: bool = False
+    checkpoint_num_layers: int = 1
+    checkpoint_skip_layers: int = 0
+    checkpoint_mode: str | None = None
+    attention_backend: str = "auto"
+    vocab_size: int = 1  # SAT word embeddings; the patch embedding replaces them (unused)
+    max_sequence_length: int = 64  # rows of the unused `transformer.position_embeddings` (RoPE models)
+    layernorm_order: str = "pre"
+    layernorm_epsilon: float = 1e-5
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    skip_init: bool = False
+    model_parallel_size: int = 1
+    is_decoder: bool = False
+    seed: int | None = None  # read by SAT's model-only init; no effect here
+    # The official DiffusionTransformer overwrites these from its own params; accepted when equal.
+    num_layers: int | None = None
+    hidden_size: int | None = None
+    num_attention_heads: int | None = None
+    parallel_output: bool | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None) -> TransformerArgs:
+        """Parse a `transformer_args` mapping (dict or OmegaConf node)."""
+        values = dict(config or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown transformer_args key(s) {unknown}; valid keys: {', '.join(sorted(known))}")
+        args = cls(**values)
+        args._validate()
+        return args
+
+    def _validate(self) -> None:
+        if self.checkpoint_mode is not None and self.checkpoint_mode not in CHECKPOINT_MODES:
+            raise ValueError(f"transformer_args.checkpoint_mode={self.checkpoint_mode!r}; choose one of {CHECKPOINT_MODES}")
+        if self.attention_backend not in BACKENDS:
+            raise ValueError(f"transformer_args.attention_backend={self.attention_backend!r}; choose one of {BACKENDS}")
+        if self.layernorm_order != "pre":
+            raise ValueError(f"transformer_args.layernorm_order={self.layernorm_order!r}: CogVideoX uses 'pre' (the only order supported)")
+        if self.model_parallel_size != 1:
+            raise ValueError("transformer_args.model_parallel_size must be 1: tensor model parallelism is not supported (use data parallelism / ZeRO)")
+        if self.is_decoder:
+            raise ValueError("transformer_args.is_decoder must be false: the CogVideoX DiT has no cross-attention layers")
+        if self.checkpoint_num_layers < 1 or self.checkpoint_skip_layers < 0:
+            raise ValueError("transformer_args.checkpoint_num_layers must be >= 1 and checkpoint_skip_layers >= 0")
+        for name in ("hidden_dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"transformer_args.{name} must be in [0, 1)")
+
+    @property
+    def effective_checkpoint_mode(self) -> str:
+        """`none` unless `checkpoint_activations`; then `checkpoint_mode` (default `full`)."""
+        if not self.checkpoint_activations:
+            return "none"
+        return self.checkpoint_mode or "full"
