@@ -1,0 +1,121 @@
+"""Training data loaders: datasets from the `data:` section, a resumable sharded sampler."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
+
+from cogvideox_sat.registry import resolve_target
+
+
+class ResumableShardSampler(Sampler[int]):
+    """A seeded per-epoch permutation, sharded over data-parallel ranks, that can start mid-epoch.
+
+    Its state is (epoch, samples already consumed by this rank in the epoch), saved with every
+    checkpoint, so a resumed run sees exactly the samples an uninterrupted run would have seen.
+    """
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True):
+        if length < world_size:
+            raise ValueError(f"dataset has {length} samples, fewer than the {world_size} data-parallel ranks")
+        self.length, self.rank, self.world_size = length, rank, world_size
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch = 0
+        self.offset = 0  # samples of this epoch already yielded to this rank
+
+    def _order(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.length, generator=g).tolist()
+        else:
+            order = list(range(self.length))
+        usable = self.length - self.length % self.world_size  # equal shards: every rank steps together
+        return order[self.rank : usable : self.world_size]
+
+    def __len__(self) -> int:
+        return self.length // self.world_size
+
+    def __iter__(self) -> Iterator[int]:
+        order = self._order()
+        while self.offset < len(order):
+            index = order[self.offset]
+            self.offset += 1
+            yield index
+        self.epoch += 1
+        self.offset = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
+
+
+def build_datasets(args: argparse.Namespace, paths: Optional[list[str]]) -> Optional[Dataset]:
+    """One dataset per path through the data class's official `create_dataset_function`."""
+    if not paths:
+        return None
+    cfg = args.data_config
+    cls = resolve_target(cfg["target"])
+    params = dict(cfg.get("params") or {})
+    datasets = [cls.create_dataset_function(path, args, **params) for path in paths]
+    return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
+
+
+def build_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int, world_size: int, seed: int, shuffle: bool = True) -> tuple[DataLoader, ResumableShardSampler]:
+    sampler = ResumableShardSampler(len(dataset), rank, world_size, seed, shuffle)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=True,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+        # its own generator: creating an iterator must not draw from the global RNG, or a resumed
+        # run's noise would drift from an uninterrupted run's
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return loader, sampler
+
+
+class BatchStream:
+    """Endless batches over epochs, counting what the training loop actually consumed.
+
+    Loader workers prefetch ahead of the loop, so the sampler's own position runs ahead of the
+    truth; the resume state comes from what was consumed here instead.
+    """
+
+    def __init__(self, loader: DataLoader, sampler: ResumableShardSampler):
+        self.loader, self.sampler = loader, sampler
+        self.epoch, self.offset = sampler.epoch, sampler.offset
+        self._it: Optional[Iterator[Any]] = None
+
+    def __iter__(self) -> "BatchStream":
+        return self
+
+    def __next__(self) -> Any:
+        for _ in range(2):
+            if self._it is None:
+                self.sampler.load_state_dict({"epoch": self.epoch, "offset": self.offset})
+                self._it = iter(self.loader)
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                self._it = None
+                self.epoch, self.offset = self.epoch + 1, 0
+                continue
+            self.offset += self.loader.batch_size
+            return batch
+        raise RuntimeError("the training data loader produced no batch: the dataset is smaller than one batch per rank")
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
+        self._it = None

@@ -1,0 +1,67 @@
+"""Training metrics: `metrics.jsonl` in the run folder, TensorBoard, and wandb when enabled."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+
+class MetricsLogger:
+    """Rank 0 writes; other ranks hold a logger that does nothing."""
+
+    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True, use_wandb: bool = False, wandb_project: str = "cogvideox-sat", config: Optional[dict[str, Any]] = None):
+        self.enabled = enabled
+        self.run_dir = Path(run_dir)
+        self._tb = None
+        self._wandb = None
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        try:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        except ImportError:
+            self._tb = None
+        if use_wandb:
+            import wandb  # optional: WANDB_MODE=offline works without a network
+
+            self._wandb = wandb.init(project=wandb_project, dir=str(self.run_dir), config=config or {}, name=self.run_dir.name)
+
+    def log(self, iteration: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self._jsonl.write(json.dumps({"iteration": iteration, **values}) + "\n")
+        for key, value in values.items():
+            if self._tb is not None:
+                self._tb.add_scalar(f"train/{key}", value, iteration)
+        if self._wandb is not None:
+            self._wandb.log({f"train/{k}": v for k, v in values.items()}, step=iteration)
+
+    def log_media(self, iteration: int, videos: dict[str, str], images: dict[str, str]) -> None:
+        """Validation samples: mp4 paths and contact-sheet PNG paths, by name."""
+        if not self.enabled:
+            return
+        if self._tb is not None:
+            import imageio.v3 as iio
+
+            for name, path in images.items():
+                self._tb.add_image(f"val/{name}", iio.imread(path), iteration, dataformats="HWC")
+        if self._wandb is not None:
+            import wandb
+
+            media = {f"val/{n}": wandb.Video(p, format="mp4") for n, p in videos.items()}
+            media.update({f"val/{n}_sheet": wandb.Image(p) for n, p in images.items()})
+            self._wandb.log(media, step=iteration)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
