@@ -1,1 +1,34 @@
-"""Checkpoint loading and key maps shared with tools/."""
+"""Checkpoint loading and key maps shared with tools/.
+
+- `load_sat_checkpoint`: released SAT layout (`latest` + `<iter>/mp_rank_00_model_states.pt`).
+- `load_state_dict_with_report` / `LoadReport` / `CheckpointMismatchError`: strict loading
+  that lists every missing, unexpected and mis-shaped key.
+- `adapt_dit_state_dict`: conv-layout patch embeddings, base weights into LoRA layers.
+- `sat_dit_to_diffusers`: SAT DiT keys -> diffusers CogVideoXTransformer3DModel keys.
+"""
+
+from .diffusers_keys import sat_dit_to_diffusers
+from .dit_keys import adapt_dit_state_dict
+from .load_report import CheckpointMismatchError, LoadReport, load_state_dict_with_report
+from .sat_checkpoint import (
+    DIT_PREFIX,
+    MODEL_STATES,
+    load_sat_checkpoint,
+    read_module_state,
+    resolve_checkpoint_file,
+    split_prefix,
+)
+
+__all__ = [
+    "CheckpointMismatchError",
+    "DIT_PREFIX",
+    "LoadReport",
+    "MODEL_STATES",
+    "adapt_dit_state_dict",
+    "load_sat_checkpoint",
+    "load_state_dict_with_report",
+    "read_module_state",
+    "resolve_checkpoint_file",
+    "sat_dit_to_diffusers",
+    "split_prefix",
+]

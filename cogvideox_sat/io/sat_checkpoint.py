@@ -1,0 +1,94 @@
+"""Read checkpoints in the released SAT layout and load them into a model with a report.
+
+Layout (SwissArmyTransformer / DeepSpeed): `<load_dir>/latest` holds the iteration tag, the
+weights are `<load_dir>/<tag>/mp_rank_00_model_states.pt`, a dict whose `module` entry is the
+state dict of the whole engine — DiT keys prefixed `model.diffusion_model.`, full fine-tunes
+also `first_stage_model.*` and `conditioner.*`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .dit_keys import adapt_dit_state_dict
+from .load_report import LoadReport, load_state_dict_with_report
+
+MODEL_STATES = "mp_rank_00_model_states.pt"
+DIT_PREFIX = "model.diffusion_model."
+
+
+def resolve_checkpoint_file(load_dir: str | os.PathLike[str], iteration: int | str | None = None) -> Path:
+    """The model-states file of `load_dir`: `<dir>/<latest or iteration>/mp_rank_00_model_states.pt`;
+    also accepts the iteration folder or the file itself."""
+    path = Path(load_dir)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {path} does not exist")
+    if iteration is None and (path / MODEL_STATES).is_file():
+        return path / MODEL_STATES
+    if iteration is None:
+        latest = path / "latest"
+        if not latest.is_file():
+            raise FileNotFoundError(f"{path} has no 'latest' file and no {MODEL_STATES}; pass the iteration explicitly")
+        iteration = latest.read_text().strip()
+    candidate = path / str(iteration) / MODEL_STATES
+    if not candidate.is_file():
+        found = sorted(p.parent.name for p in path.glob(f"*/{MODEL_STATES}"))
+        raise FileNotFoundError(f"{candidate} does not exist; iterations present: {found or 'none'}")
+    return candidate
+
+
+def read_module_state(path: str | os.PathLike[str], weights_only: bool = True) -> dict[str, torch.Tensor]:
+    """The `module` state dict of a model-states file (memory-mapped when the format allows).
+
+    `weights_only=True` refuses pickled Python objects; files that hold them (some DeepSpeed
+    client states) need `weights_only=False`, which runs code from the file: trusted files only.
+    """
+    try:
+        states = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    except RuntimeError as err:
+        if "mmap" not in str(err):
+            raise
+        states = torch.load(path, map_location="cpu", weights_only=weights_only)  # legacy (non-zip) format
+    if isinstance(states, dict) and "module" in states:
+        states = states["module"]
+    if not isinstance(states, dict):
+        raise ValueError(f"{path} does not hold a state dict (got {type(states).__name__})")
+    return states
+
+
+def split_prefix(state_dict: dict[str, torch.Tensor], prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """(keys under `prefix` with it stripped, {other top-level prefix: count})."""
+    if not prefix:
+        return dict(state_dict), {}
+    ours = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    others = Counter(k.split(".", 1)[0] + "." for k in state_dict if not k.startswith(prefix))
+    return ours, dict(others)
+
+
+def load_sat_checkpoint(
+    model: nn.Module,
+    load_dir: str | os.PathLike[str],
+    prefix: str = DIT_PREFIX,
+    strict: bool = True,
+    iteration: int | str | None = None,
+    weights_only: bool = True,
+) -> LoadReport:
+    """Load a released/SAT-saved checkpoint into `model` (a `DiffusionTransformer` by default).
+
+    Keys under `prefix` are loaded, other sub-models' keys are counted and ignored. Conv-layout
+    patch embeddings are reshaped and base weights go into LoRA-wrapped layers (see
+    `dit_keys`). Strict (default): raises `CheckpointMismatchError` listing every missing,
+    unexpected or mis-shaped key before touching the model; lenient: loads what matches.
+    """
+    path = resolve_checkpoint_file(load_dir, iteration)
+    state, ignored = split_prefix(read_module_state(path, weights_only=weights_only), prefix)
+    adapted, renames, fresh_ok = adapt_dit_state_dict(state, model.state_dict())
+    report = LoadReport(source=str(path), remapped=renames, ignored=ignored)
+    return load_state_dict_with_report(model, adapted, strict=strict, fresh_ok=fresh_ok, report=report)
