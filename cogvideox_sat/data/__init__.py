@@ -1,1 +1,27 @@
-"""Video data: SFT folders, WebDataset shards, buckets, latent cache."""
+"""Video data: SFT folders, WebDataset shards, buckets, latent cache, bad-file tolerance.
+
+`SFTDataset` and `VideoDataset` are the official `data_video.*` targets. Items are dicts with
+`mp4` float (T, C, H, W) in [-1, 1], `txt`, `num_frames`, `fps` (plus `image` for I2V, or
+`latent` / `txt_emb` instead of `mp4` when reading a latent cache). `skip_counts()` reports
+the samples skipped so far, per reason, for the training log.
+"""
+
+from cogvideox_sat.data.buckets import BucketBatchedIterable, BucketBatchSampler, choose_bucket, parse_buckets
+from cogvideox_sat.data.latent_cache import LatentCache, StaleCacheError
+from cogvideox_sat.data.sft_dataset import SFTDataset
+from cogvideox_sat.data.skips import REASONS, BadSample, NoUsableSamples, format_counts, skip_counts
+
+__all__ = [
+    "SFTDataset",
+    "BucketBatchSampler",
+    "BucketBatchedIterable",
+    "choose_bucket",
+    "parse_buckets",
+    "LatentCache",
+    "StaleCacheError",
+    "REASONS",
+    "BadSample",
+    "NoUsableSamples",
+    "format_counts",
+    "skip_counts",
+]

@@ -1,0 +1,124 @@
+"""Latent cache: VAE latents and T5 embeddings computed once, before training.
+
+Layout of a cache folder:
+    manifest.json                  format, encoder fingerprint, latent kind
+    hashes.json                    content digests of the source files (see hashing.HashMemo)
+    entries/<ab>/<key>.safetensors one file per sample: tensors + string metadata
+
+An entry's key hashes the sample key (file content digest, caption, preprocessing params;
+made by the dataset) together with the encoder fingerprint (model weights), so changing any
+of them makes a different key: stale entries are never read, they are just not found.
+`prune` deletes entries the current dataset no longer asks for.
+
+Entries are written to a temporary file and renamed into place, so an interrupted build never
+leaves a half-written entry, and a rerun resumes by skipping the entries that exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from cogvideox_sat.data.hashing import HashMemo, digest_of
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+HASHES = "hashes.json"
+
+
+class StaleCacheError(RuntimeError):
+    """The cache was built with other model weights than the ones training uses."""
+
+
+class LatentCache:
+    """Read and write the entries of one cache folder."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        manifest = self.root / MANIFEST
+        if not manifest.is_file():
+            raise FileNotFoundError(
+                f"'{self.root}' is not a latent cache (no {MANIFEST}); build one with "
+                f"`python tools/build_latent_cache.py --base <model.yaml> <sft.yaml> --cache-dir {self.root}`"
+            )
+        info = json.loads(manifest.read_text())
+        if info.get("format") != FORMAT:
+            raise StaleCacheError(f"latent cache '{self.root}' has format {info.get('format')}, expected {FORMAT}; rebuild it")
+        self.fingerprint: str = info["fingerprint"]
+        self.latent_kind: str = info.get("latent_kind", "sample")
+        self.description: dict = info.get("description", {})
+        self.hashes = HashMemo(self.root / HASHES)
+
+    @classmethod
+    def create(
+        cls, root: str | os.PathLike, fingerprint: str, latent_kind: str = "sample", description: dict | None = None
+    ) -> LatentCache:
+        """Open `root` for building with this fingerprint (a new one supersedes the old entries)."""
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        info = {"format": FORMAT, "fingerprint": fingerprint, "latent_kind": latent_kind, "description": description or {}}
+        manifest = root / MANIFEST
+        if not manifest.is_file() or json.loads(manifest.read_text()) != info:
+            _atomic_write_text(manifest, json.dumps(info, indent=2, sort_keys=True))
+        return cls(root)
+
+    def check_fingerprint(self, expected: str) -> None:
+        """Raise StaleCacheError unless the cache was built for the weights fingerprinted `expected`."""
+        if expected != self.fingerprint:
+            raise StaleCacheError(
+                f"latent cache '{self.root}' was built for model weights {self.fingerprint[:12]}…, "
+                f"the model now has {expected[:12]}…; rebuild it with tools/build_latent_cache.py "
+                "(or train without the cache)"
+            )
+
+    def entry_key(self, sample_key: str) -> str:
+        return digest_of({"sample": sample_key, "encoder": self.fingerprint, "format": FORMAT})
+
+    def entry_path(self, sample_key: str) -> Path:
+        key = self.entry_key(sample_key)
+        return self.root / "entries" / key[:2] / f"{key}.safetensors"
+
+    def contains(self, sample_key: str) -> bool:
+        return self.entry_path(sample_key).is_file()
+
+    def load(self, sample_key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+        """(tensors, metadata) of an entry, or None when absent or unreadable."""
+        from safetensors import SafetensorError, safe_open
+
+        path = self.entry_path(sample_key)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+        except (FileNotFoundError, SafetensorError, OSError):
+            return None
+
+    def save(self, sample_key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+        """Write an entry atomically."""
+        from safetensors.torch import save_file
+
+        path = self.entry_path(sample_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+        return path
+
+    def prune(self, keep: Iterable[str]) -> int:
+        """Delete every entry (and leftover temporary file) not among the sample keys `keep`."""
+        wanted = {self.entry_key(k) for k in keep}
+        removed = 0
+        for path in (self.root / "entries").glob("*/*"):
+            if path.name.startswith(".") or path.name.removesuffix(".safetensors") not in wanted:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,53 @@
+"""Pixel transforms of the official loader: aspect-keeping resize, center crop, [-1, 1] range.
+
+The official code resizes uint8 frames with torchvision's bicubic `resize` (antialiased,
+clamped and rounded back to uint8) so that the shorter side relative to the target fits, then
+crops the center. We compute the same with `torch.nn.functional.interpolate` (torchvision is
+not a dependency), in chunks of frames so a 49-frame 1080p clip never exists as float32 at once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_CHUNK = 8  # frames resized at a time (bounds the float32 copy)
+
+
+def resize_size(height: int, width: int, target: tuple[int, int]) -> tuple[int, int]:
+    """The official pre-crop size: the target height (wider clips) or width is matched exactly."""
+    th, tw = target
+    if width / height > tw / th:
+        return th, int(width * th / height)
+    return int(height * tw / width), tw
+
+
+def resize_center_crop(frames: torch.Tensor, target: tuple[int, int]) -> torch.Tensor:
+    """uint8 (T, C, H, W) -> uint8 (T, C, th, tw): bicubic resize keeping the aspect ratio, center crop."""
+    # 1. Resize (skipped when the size already matches: bicubic at scale 1 is the identity)
+    t, c, h, w = frames.shape
+    rh, rw = resize_size(h, w, target)
+    if (rh, rw) != (h, w):
+        chunks = []
+        for i in range(0, t, _CHUNK):
+            x = frames[i : i + _CHUNK].float()
+            x = F.interpolate(x, size=(rh, rw), mode="bicubic", align_corners=False, antialias=True)
+            chunks.append(x.clamp_(0, 255).round_().to(torch.uint8))
+        frames = torch.cat(chunks)
+    # 2. Center crop
+    th, tw = target
+    top, left = (rh - th) // 2, (rw - tw) // 2
+    return frames[:, :, top : top + th, left : left + tw]
+
+
+def to_unit_range(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1], exactly as the official `(x - 127.5) / 127.5`."""
+    return (frames.float() - 127.5) / 127.5
+
+
+def pad_last_frame(frames: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """First `num_frames` frames, padded by repeating the last one (not zeros), as official."""
+    if len(frames) >= num_frames:
+        return frames[:num_frames]
+    pad = frames[-1:].expand(num_frames - len(frames), *frames.shape[1:])
+    return torch.cat([frames, pad])
