@@ -41,7 +41,7 @@ class Basic3DPositionEmbeddingMixin(Mixin):
         t, h, w = self.grid_size
         ti, hi, wi = self.interpolation
         grid = sincos_3d_table(self.hidden_size, t, h, w, hi, wi, ti)
-        text = torch.zeros(self.text_length, self.hidden_size)
+        text = torch.zeros(self.text_length, self.hidden_size, device="cpu")
         return torch.cat((text, grid))[None].to(torch.get_default_device())
 
     def reset_buffers(self) -> None:

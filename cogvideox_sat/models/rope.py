@@ -7,7 +7,7 @@ import torch
 
 def rope_axis_angles(positions: torch.Tensor, dim: int, theta: float) -> torch.Tensor:
     """(M,) positions -> (M, dim) angles, each frequency repeated for an interleaved pair."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32)[: dim // 2] / dim))
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device)[: dim // 2] / dim))
     angles = positions.float()[:, None] * inv_freq[None]
     return angles.repeat_interleave(2, dim=-1)
 

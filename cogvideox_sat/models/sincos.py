@@ -9,7 +9,7 @@ def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """(M,) positions -> (M, dim) `[sin(p w) | cos(p w)]`, w_i = 10000^(-i / (dim/2)), in float64."""
     if dim % 2:
         raise ValueError(f"sin-cos embedding needs an even dimension, got {dim}")
-    omega = torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0)
+    omega = torch.arange(dim // 2, dtype=torch.float64, device=positions.device) / (dim / 2.0)
     omega = 1.0 / 10000.0**omega
     angles = positions.reshape(-1).to(torch.float64)[:, None] * omega[None]
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
