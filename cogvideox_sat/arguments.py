@@ -130,6 +130,15 @@ class DeepSpeedArgs(_Group):
 class OurArgs(_Group):
     """Options of cogvideox-sat that the official code lacks."""
 
+    resume: Optional[str] = Field(
+        None, description="a run folder of ours to continue exactly (weights, optimizer, LR, RNG, data position)"
+    )
+    keep_last_checkpoints: Optional[int] = Field(None, ge=1, description="delete all but the newest K checkpoints")
+    save_frozen_weights: bool = Field(
+        False, description="also save frozen weights (LoRA base, VAE, T5) in checkpoints; default: trainable only"
+    )
+    max_nonfinite_steps: int = Field(5, ge=1, description="stop after this many non-finite losses in a row")
+
     train_frame_rule: Literal["8n+1", "4k+1"] = Field(
         "8n+1",
         description="frame-count rule for training clips; 4k+1 opts out of the 8N+1 rule "

@@ -96,6 +96,12 @@ def validate_run(
         ctx.args = RunArgs.model_validate(raw_args)
     except ValidationError as err:
         problems += pydantic_problems(err, "args", valid_arg_keys(), ctx.file_of)
+        # keep checking the rest: the rules see the args without the keys that failed
+        bad = {str(e["loc"][0]) for e in err.errors() if e["loc"]}
+        try:
+            ctx.args = RunArgs.model_validate({k: v for k, v in raw_args.items() if k not in bad})
+        except ValidationError:
+            ctx.args = None
 
     # 2. deepspeed and data sections
     if ctx.deepspeed:
@@ -131,6 +137,7 @@ def to_namespace(run: ValidatedRun) -> argparse.Namespace:
     ns.model_config = merged.get("model", OmegaConf.create())
     ns.data_config = merged.get("data")
     ns.log_config = [OmegaConf.to_container(OmegaConf.load(p)) for p in run.loaded.files]
+    ns.log_config_merged = OmegaConf.to_container(OmegaConf.create(run.merged_yaml()))
     ns.rank = int(os.environ.get("RANK", "0"))
     ns.world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if ns.local_rank is None:

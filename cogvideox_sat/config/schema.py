@@ -7,7 +7,7 @@ checked against the constructors its targets name (`cogvideox_sat.config.targets
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -108,13 +108,13 @@ def pydantic_problems(
 
 def deepspeed_problems(section: dict[str, Any], file_of: Callable[[str], str]) -> list[Problem]:
     """Schema problems of the `deepspeed:` section, using DeepSpeed's own sub-models."""
+    problems: list[Problem] = []
     try:
         DeepSpeedSection.model_validate(section)
     except ValidationError as err:
-        return pydantic_problems(err, "deepspeed", list(DeepSpeedSection.model_fields), file_of)
-    problems: list[Problem] = []
+        problems += pydantic_problems(err, "deepspeed", list(DeepSpeedSection.model_fields), file_of)
     for key, model in _deepspeed_submodels().items():
-        if not section.get(key):
+        if not isinstance(section.get(key), dict) or not section[key]:
             continue
         try:
             model(**section[key])
@@ -130,10 +130,3 @@ def _deepspeed_submodels() -> dict[str, Any]:
     from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
 
     return {"zero_optimization": DeepSpeedZeroConfig, "fp16": DeepSpeedFP16Config, "bf16": DeepSpeedBF16Config}
-
-
-def as_number(value: Union[int, float, str, None]) -> Optional[float]:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
