@@ -10,9 +10,11 @@ from cogvideox_sat.data.buckets import BucketBatchedIterable, BucketBatchSampler
 from cogvideox_sat.data.latent_cache import LatentCache, StaleCacheError
 from cogvideox_sat.data.sft_dataset import SFTDataset
 from cogvideox_sat.data.skips import REASONS, BadSample, NoUsableSamples, format_counts, skip_counts
+from cogvideox_sat.data.webdataset import VideoDataset
 
 __all__ = [
     "SFTDataset",
+    "VideoDataset",
     "BucketBatchSampler",
     "BucketBatchedIterable",
     "choose_bucket",

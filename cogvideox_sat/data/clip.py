@@ -50,13 +50,22 @@ def sft_rule(spec: ClipSpec) -> IndexRule:
     return lambda info: fn(info.num_frames, info.fps, spec.fps, spec.num_frames, spec.skip_frms_num)
 
 
-def bucket_rule(spec: ClipSpec) -> IndexRule:
-    """Exactly `spec.num_frames` frames at the target fps (buckets never pad)."""
+def bucket_rule(spec: ClipSpec, rng: random.Random | None = None) -> IndexRule:
+    """Exactly `spec.num_frames` frames at the target fps (buckets never pad).
+
+    From `skip_frms_num` (folders: deterministic), or from a random start drawn from `rng`
+    (streams, like the official shard rule).
+    """
 
     def rule(info: VideoInfo) -> tuple[np.ndarray, int]:
         if sampling.available_frames(info.num_frames, info.fps, spec.fps, spec.skip_frms_num) < spec.num_frames:
             return np.zeros(0, dtype=np.int64), 0
+        start = int(spec.skip_frms_num)
         idx = sampling.exact_fps_indices(info.num_frames, info.fps, spec.fps, spec.num_frames, spec.skip_frms_num)
+        if rng is not None:
+            slack = info.num_frames - int(spec.skip_frms_num) - 1 - int(idx[-1])
+            start = rng.randint(start, start + max(slack, 0))
+            idx = idx - idx[0] + start
         return idx, spec.num_frames
 
     return rule

@@ -21,3 +21,16 @@ def decoded_indices(mp4) -> list[int]:
     """Source frame index of each frame of a [-1, 1] (T, C, H, W) clip made from coded frames."""
     levels = mp4.float().mul(127.5).add(127.5).mean(dim=(1, 2, 3)).numpy()
     return [int(round((v - 20) / 5)) for v in levels]
+
+
+def write_shard(path, samples: dict[str, dict[str, bytes]]) -> None:
+    """A tar shard with members `<key>.<ext>` (in the order given)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for key, members in samples.items():
+            for ext, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
