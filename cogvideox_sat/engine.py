@@ -27,6 +27,7 @@ from cogvideox_sat import distributed
 from cogvideox_sat.diffusion.loss import NoiseDraw
 from cogvideox_sat.diffusion.wrappers import OFFICIAL_DEFAULT_WRAPPER, OpenAIWrapper
 from cogvideox_sat.registry import instantiate_from_config, resolve_target
+from cogvideox_sat.vae import first_stage
 
 # Keys of the `model:` section. All official ones are accepted (augmentation_dropout, lr_scale
 # and use_pd included, though the official code never uses the first and cannot run the second);
@@ -275,14 +276,18 @@ class SATVideoDiffusionEngine(nn.Module):
             return z
         return torch.cat([z[:, :1].expand(-1, missing, -1, -1, -1), z], dim=1)
 
-    def image_condition(self, image_latent: torch.Tensor, z: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
+    def image_condition(self, image_latent: torch.Tensor, z: torch.Tensor, dropout: float | None = None) -> torch.Tensor:
         """I2V concat latents like z [b, t, c, h, w]: the first-frame latent [b, 1, c, h, w]
-        followed by zeros (or repeated, `noised_image_all_concat`); all zeros with prob `dropout`."""
+        followed by zeros (or repeated, `noised_image_all_concat`); all zeros with prob `dropout`.
+
+        With a `dropout` (training) Python's `random` is drawn even at 0, as officially, so the
+        Python random stream matches the official one.
+        """
         if self.noised_image_all_concat:
             image = image_latent.repeat(1, z.shape[1], 1, 1, 1)
         else:
             image = torch.cat([image_latent, torch.zeros_like(z[:, 1:])], dim=1)
-        if dropout > 0 and random.random() < dropout:
+        if dropout is not None and random.random() < dropout:
             image = torch.zeros_like(image)
         return image
 
@@ -331,13 +336,11 @@ class SATVideoDiffusionEngine(nn.Module):
         than one entry on dim 2 is taken as such latents laid out [b, t', c', h', w'] (the
         official check and layout) and only permuted and scaled.
         """
-        from cogvideox_sat.vae.first_stage import encode_first_stage
-
         if self.latent_input and x.shape[2] > 1:
             return x.permute(0, 2, 1, 3, 4).contiguous() * self.scale_factor
         autocast = x.is_cuda and not self.disable_first_stage_autocast
         with torch.autocast(x.device.type, enabled=autocast):
-            return encode_first_stage(self.first_stage_model, x, self.scale_factor, self.en_and_decode_n_samples_a_time)
+            return first_stage.encode_first_stage(self.first_stage_model, x, self.scale_factor, self.en_and_decode_n_samples_a_time)
 
     @torch.no_grad()
     def decode_first_stage(self, z: torch.Tensor, **options: Any) -> torch.Tensor:
@@ -350,9 +353,7 @@ class SATVideoDiffusionEngine(nn.Module):
         its 1 + 4(t'-1) frames with drop_first_latent=False, first_frame_separate=True; a 1.5
         clip padded to 22 latents to 81 frames with first_frame_separate=True.
         """
-        from cogvideox_sat.vae.first_stage import decode_first_stage
-
-        return decode_first_stage(self.first_stage_model, z, self.scale_factor, self.en_and_decode_n_samples_a_time, **options)
+        return first_stage.decode_first_stage(self.first_stage_model, z, self.scale_factor, self.en_and_decode_n_samples_a_time, **options)
 
     # ------------------------------------------------------------------ sampling
 
