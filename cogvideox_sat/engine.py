@@ -114,7 +114,8 @@ class SATVideoDiffusionEngine(nn.Module):
         cfg: Mapping[str, Any] = args.model_config
         unknown = sorted(set(cfg) - ENGINE_KEYS)
         if unknown:
-            hints = [f"{k} (did you mean {', '.join(difflib.get_close_matches(k, ENGINE_KEYS, 2)) or '-'}?)" for k in unknown]
+            hints = [f"{k} (did you mean {', '.join(difflib.get_close_matches(k, ENGINE_KEYS, 2)) or '-'}?)"
+                     for k in unknown]
             raise ValueError(f"model config: unknown keys {', '.join(hints)}; valid keys: {sorted(ENGINE_KEYS)}")
         if cfg.get("lr_scale") is not None:
             raise ValueError(
@@ -155,7 +156,9 @@ class SATVideoDiffusionEngine(nn.Module):
         sampler_config = cfg.get("sampler_config", None)
         self.sampler = instantiate_from_config(sampler_config) if sampler_config is not None else None
         conditioner_config = cfg.get("conditioner_config", None)
-        self.conditioner = instantiate_from_config(conditioner_config if conditioner_config is not None else UNCONDITIONAL_CONFIG)
+        self.conditioner = instantiate_from_config(
+            conditioner_config if conditioner_config is not None else UNCONDITIONAL_CONFIG
+        )
         self.first_stage_model = instantiate_from_config(cfg["first_stage_config"]).eval()
         self.first_stage_model.requires_grad_(False)
         loss_fn_config = cfg.get("loss_fn_config", None)
@@ -276,7 +279,9 @@ class SATVideoDiffusionEngine(nn.Module):
             return z
         return torch.cat([z[:, :1].expand(-1, missing, -1, -1, -1), z], dim=1)
 
-    def image_condition(self, image_latent: torch.Tensor, z: torch.Tensor, dropout: float | None = None) -> torch.Tensor:
+    def image_condition(
+        self, image_latent: torch.Tensor, z: torch.Tensor, dropout: float | None = None
+    ) -> torch.Tensor:
         """I2V concat latents like z [b, t, c, h, w]: the first-frame latent [b, 1, c, h, w]
         followed by zeros (or repeated, `noised_image_all_concat`); all zeros with prob `dropout`.
 
@@ -340,7 +345,9 @@ class SATVideoDiffusionEngine(nn.Module):
             return x.permute(0, 2, 1, 3, 4).contiguous() * self.scale_factor
         autocast = x.is_cuda and not self.disable_first_stage_autocast
         with torch.autocast(x.device.type, enabled=autocast):
-            return first_stage.encode_first_stage(self.first_stage_model, x, self.scale_factor, self.en_and_decode_n_samples_a_time)
+            return first_stage.encode_first_stage(
+                self.first_stage_model, x, self.scale_factor, self.en_and_decode_n_samples_a_time
+            )
 
     @torch.no_grad()
     def decode_first_stage(self, z: torch.Tensor, **options: Any) -> torch.Tensor:
@@ -353,7 +360,9 @@ class SATVideoDiffusionEngine(nn.Module):
         its 1 + 4(t'-1) frames with drop_first_latent=False, first_frame_separate=True; a 1.5
         clip padded to 22 latents to 81 frames with first_frame_separate=True.
         """
-        return first_stage.decode_first_stage(self.first_stage_model, z, self.scale_factor, self.en_and_decode_n_samples_a_time, **options)
+        return first_stage.decode_first_stage(
+            self.first_stage_model, z, self.scale_factor, self.en_and_decode_n_samples_a_time, **options
+        )
 
     # ------------------------------------------------------------------ sampling
 
@@ -394,7 +403,9 @@ class SATVideoDiffusionEngine(nn.Module):
         def denoiser(x: torch.Tensor, sigma: torch.Tensor, c: dict, **model_inputs: Any) -> torch.Tensor:
             return self.denoiser(self.model, x, sigma, c, **extra, **model_inputs)
 
-        samples = self.sampler(denoiser, randn, cond, uc=uc, num_steps=num_steps, scale=None, scale_emb=None, ofs=ofs)
+        samples = self.sampler(
+            denoiser, randn, cond, uc=uc, num_steps=num_steps, scale=None, scale_emb=None, ofs=ofs
+        )
         return samples.to(self.dtype)
 
     @torch.no_grad()
@@ -433,7 +444,8 @@ class SATVideoDiffusionEngine(nn.Module):
         x = x.permute(0, 2, 1, 3, 4).contiguous()
         z = self.encode_first_stage(x, batch)
         if not only_log_video_latents:
-            log["reconstructions"] = self.decode_first_stage(z, **decode_options).to(torch.float32).permute(0, 2, 1, 3, 4).contiguous()
+            recon = self.decode_first_stage(z, **decode_options).to(torch.float32)
+            log["reconstructions"] = recon.permute(0, 2, 1, 3, 4).contiguous()
         z = self.pad_latents(z.permute(0, 2, 1, 3, 4).contiguous())
         for k in c:
             if isinstance(c[k], torch.Tensor):

@@ -23,7 +23,9 @@ class OpenAIWrapper(nn.Module):
     concatenated on the channel axis (dim 2 of [b, t, c, h, w] latents).
     """
 
-    def __init__(self, diffusion_model: nn.Module, compile_model: bool = False, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, diffusion_model: nn.Module, compile_model: bool = False, dtype: torch.dtype = torch.float32
+    ) -> None:
         super().__init__()
         self.diffusion_model = torch.compile(diffusion_model) if compile_model else diffusion_model
         self.dtype = dtype
