@@ -119,6 +119,29 @@ class VideoAutoencoderInferenceWrapper(nn.Module):
         # 3. Gather the latent frames (1 + g_0 on rank 0, g_r elsewhere) unless the caller keeps pieces
         return moments if output_cp else cp_ops.gather_time(moments, piece_sizes(groups, 1), group)
 
+    def encode_chunk(
+        self,
+        x: torch.Tensor,
+        past: StreamState | None = None,
+        *,
+        first_frame_separate: bool,
+        keep_state: bool = True,
+    ) -> tuple[torch.Tensor, StreamState | None]:
+        """Encoder moments of consecutive frames of a clip on this process, streaming.
+
+        The first chunk holds 1 + 4a frames (first_frame_separate=True, past None), later ones
+        4b frames with the state returned for the previous chunk. GroupNorm statistics are
+        those of the chunk. Returns (moments, state for the next chunk or None).
+        """
+        frames = x.shape[2] - (1 if first_frame_separate else 0)
+        if x.shape[2] == 0 or frames % TEMPORAL_COMPRESSION:
+            raise ValueError(
+                f"an encoder chunk needs {'1 + ' if first_frame_separate else ''}"
+                f"{TEMPORAL_COMPRESSION}*k frames, got {x.shape[2]}"
+            )
+        time = TimeContext(first_frame_separate=first_frame_separate, past=past, next_past={} if keep_state else None)
+        return self.encoder(x, time=time), time.next_past
+
     def encode_distribution(self, x: torch.Tensor, **cp_kwargs: Any) -> DiagonalGaussianDistribution:
         """The posterior q(z|x): `.mode()` / `.mean` is the deterministic latent, `.sample()` a draw.
 

@@ -173,9 +173,20 @@ def piece_sizes_of(x: torch.Tensor, group: ProcessGroup) -> list[int]:
     return [int(n.item()) for n in every]
 
 
-@torch.no_grad()
+class _BroadcastFromFirst(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, group: ProcessGroup) -> torch.Tensor:
+        out = x.contiguous().clone()
+        dist.broadcast(out, src=dist.get_global_rank(group, 0), group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        # The clip is one replicated input: after gather_time's backward every rank already holds
+        # the whole clip's gradient, which is the gradient of its own (identical) copy.
+        return grad, None
+
+
 def broadcast_from_first(x: torch.Tensor, group: ProcessGroup) -> torch.Tensor:
     """Make every rank hold rank 0's `x` (the official wrappers do this before splitting)."""
-    out = x.contiguous().clone()
-    dist.broadcast(out, src=dist.get_global_rank(group, 0), group=group)
-    return out
+    return _BroadcastFromFirst.apply(x, group)

@@ -66,6 +66,10 @@ class TimeContext:
             before = self.past[conv].to(device=x.device, dtype=x.dtype)
         else:
             before = x.narrow(TIME_DIM, 0, 1).expand(-1, -1, frames, -1, -1)
+            if halo is not None:
+                # Rank 0's halo is empty, but its backward must run: it receives the gradient
+                # of the frames this rank sent to rank 1.
+                before = torch.cat([halo, before], dim=TIME_DIM)
         padded = torch.cat([before, x], dim=TIME_DIM)
         # 2. Streaming: the next chunk's past is this padded input's tail (<= frames of x when x is short).
         if self.next_past is not None:
