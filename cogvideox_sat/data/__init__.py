@@ -7,6 +7,8 @@ the samples skipped so far, per reason, for the training log.
 """
 
 from cogvideox_sat.data.buckets import BucketBatchedIterable, BucketBatchSampler, choose_bucket, parse_buckets
+from cogvideox_sat.data.cache_builder import BuildReport, build_latent_cache
+from cogvideox_sat.data.encoders import CacheEncoders, check_cache_matches_model, model_fingerprint
 from cogvideox_sat.data.latent_cache import LatentCache, StaleCacheError
 from cogvideox_sat.data.sft_dataset import SFTDataset
 from cogvideox_sat.data.skips import REASONS, BadSample, NoUsableSamples, format_counts, skip_counts
@@ -20,6 +22,11 @@ __all__ = [
     "choose_bucket",
     "parse_buckets",
     "LatentCache",
+    "CacheEncoders",
+    "build_latent_cache",
+    "BuildReport",
+    "check_cache_matches_model",
+    "model_fingerprint",
     "StaleCacheError",
     "REASONS",
     "BadSample",

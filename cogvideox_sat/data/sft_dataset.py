@@ -22,7 +22,7 @@ Differences, on purpose:
 - files are listed in sorted order (the official order was the filesystem's).
 Additions: the diffusers layout (prompts.txt + videos.txt [+ images.txt]), `with_image` (I2V
 first frame as `image`, (1, C, H, W) in [-1, 1]), `fps_sampling: exact`, `buckets`, and
-`latent_cache` (items carry `latent` / `txt_emb` instead of `mp4`, see latent_cache.py).
+`latent_cache` (cached items: see `SFTDataset` below and latent_cache.py).
 """
 
 from __future__ import annotations
@@ -49,7 +49,16 @@ PIXEL_PIPELINE_VERSION = 1  # bump when decoding/sampling/resizing changes the p
 
 
 class SFTDataset(Dataset):
-    """Captioned clips of a fine-tuning folder (official or diffusers layout)."""
+    """Captioned clips of a fine-tuning folder (official or diffusers layout).
+
+    With `latent_cache` (a folder built by tools/build_latent_cache.py) nothing is decoded and
+    items are, for the engine's official `latent_input: true` path:
+        mp4         unscaled VAE latent (C', T', H', W') (a fresh posterior draw when the cache
+                    holds moments), which the engine only permutes and scales
+        txt_emb     (L, D) T5 embedding of the caption (before classifier-free dropout)
+        txt, num_frames, fps   as without the cache (+ `image` for I2V: the stored first frame)
+    A sample missing from the cache is skipped ("not_cached").
+    """
 
     path_params: ClassVar[tuple[str, ...]] = ("data_dir", "latent_cache")
 
@@ -200,15 +209,23 @@ class SFTDataset(Dataset):
             raise BadSample("not_cached", self.source(i), "run tools/build_latent_cache.py")
         tensors, meta = entry
         item: dict[str, Any] = {
-            "latent": tensors["latent"],
-            "txt_emb": tensors["txt_emb"],
+            "mp4": self._latent(tensors["latent"]),
             "txt": meta.get("caption", ""),
+            "txt_emb": tensors["txt_emb"],
             "num_frames": int(meta["num_frames"]),
             "fps": self.fps,
         }
         if self.with_image or self._index.images is not None:
             item["image"] = to_unit_range(tensors["first_frame"])
         return item
+
+    def _latent(self, stored: torch.Tensor) -> torch.Tensor:
+        """The clip's VAE latent (C', T', H', W'): as stored, or drawn from stored moments."""
+        if self.latent_cache.latent_kind == "latent":
+            return stored
+        # as the official sampling regularizer: mean + exp(logvar / 2) * noise, logvar clamped
+        mean, logvar = stored.float().chunk(2, dim=0)
+        return mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * torch.randn_like(mean)
 
     def _first_image(self, i: int, first_frame: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
         """uint8 (1, C, H, W): the image of images.txt (resized like the video), else the first frame."""

@@ -47,6 +47,9 @@ class BadSample(Exception):
         self.source = source
         self.detail = detail
 
+    def __reduce__(self):  # rebuilt from its fields when it crosses a DataLoader worker boundary
+        return (BadSample, (self.reason, self.source, self.detail))
+
 
 class NoUsableSamples(RuntimeError):
     """A dataset in which not one sample can be loaded: fail at start, not mid-run."""

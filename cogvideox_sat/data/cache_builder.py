@@ -1,0 +1,131 @@
+"""Build a latent cache for an SFT folder: decode each clip, encode it, store it.
+
+Resumable: entries already in the cache are skipped (they are written atomically, so an
+interrupted build leaves none half-written), and file digests are saved as the build goes.
+Decoding runs in DataLoader workers while the main process encodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cogvideox_sat.data.encoders import CacheEncoders
+from cogvideox_sat.data.latent_cache import LatentCache
+from cogvideox_sat.data.sft_dataset import SFTDataset
+from cogvideox_sat.data.skips import BadSample, format_counts, report_skip
+
+logger = logging.getLogger("cogvideox_sat.data")
+
+_SAVE_HASHES_EVERY = 64
+
+
+@dataclass
+class BuildReport:
+    total: int = 0  # samples in the dataset
+    present: int = 0  # already cached when the build started
+    written: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # per reason
+
+    def __str__(self) -> str:
+        return (
+            f"{self.total} samples: {self.present} already cached, {self.written} written, "
+            f"skipped {format_counts(self.skipped)}"
+        )
+
+
+class _Pixels(Dataset):
+    """(index, key, item or BadSample) for the samples still to encode."""
+
+    def __init__(self, dataset: SFTDataset, todo: list[tuple[int, str]]) -> None:
+        self.dataset, self.todo = dataset, todo
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getitem__(self, j: int) -> tuple[int, str, Any]:
+        i, key = self.todo[j]
+        try:
+            return i, key, self.dataset.load_pixels(i)
+        except BadSample as bad:
+            return i, key, bad
+
+
+def build_latent_cache(
+    dataset: SFTDataset,
+    cache_dir: str,
+    encoders: CacheEncoders,
+    *,
+    num_workers: int = 0,
+    store_dtype: torch.dtype | None = None,
+    prune: bool = False,
+    progress: bool = True,
+) -> BuildReport:
+    """Encode every sample of `dataset` (a pixel-mode SFTDataset) not yet in `cache_dir`."""
+    from tqdm import tqdm
+
+    if dataset.latent_cache is not None:
+        raise ValueError("build the cache from a dataset without latent_cache (it must decode pixels)")
+    cache = LatentCache.create(cache_dir, encoders.fingerprint, encoders.latent_kind, encoders.description)
+    report = BuildReport(total=len(dataset))
+    # 1. Keys of every sample (reads each file once; digests are remembered in the cache)
+    todo, keys = [], []
+    for i in tqdm(range(len(dataset)), desc="hashing", disable=not progress, unit="file"):
+        try:
+            key = dataset.sample_key(i, cache.hashes)
+        except (BadSample, OSError) as err:
+            bad = err if isinstance(err, BadSample) else BadSample("missing", dataset.source(i), str(err))
+            report_skip(dataset.skips, bad)
+            report.skipped[bad.reason] = report.skipped.get(bad.reason, 0) + 1
+            continue
+        keys.append(key)
+        if cache.contains(key):
+            report.present += 1
+        else:
+            todo.append((i, key))
+    cache.hashes.save()
+    # 2. Decode in workers, encode here, write atomically
+    loader = DataLoader(_Pixels(dataset, todo), batch_size=None, num_workers=num_workers, collate_fn=_identity)
+    bar = tqdm(total=len(dataset), initial=report.total - len(todo), desc="encoding", disable=not progress, unit="clip")
+    for n, (i, key, item) in enumerate(loader):
+        if isinstance(item, BadSample):
+            report_skip(dataset.skips, item)
+            report.skipped[item.reason] = report.skipped.get(item.reason, 0) + 1
+        else:
+            cache.save(key, _encode(item, encoders, store_dtype), _metadata(item, dataset.source(i)))
+            report.written += 1
+        bar.update(1)
+        bar.set_postfix(written=report.written, skipped=sum(report.skipped.values()))
+        if n % _SAVE_HASHES_EVERY == 0:
+            cache.hashes.save()
+    bar.close()
+    cache.hashes.save()
+    # 3. Optionally drop entries this dataset no longer uses (changed files, params, weights)
+    if prune:
+        removed = cache.prune(keys)
+        logger.info("pruned %d stale cache entries", removed)
+    return report
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+@torch.no_grad()
+def _encode(item: dict[str, Any], encoders: CacheEncoders, store_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    latent = encoders.encode_video(item["mp4"][None])[0]
+    text = encoders.encode_text([item["txt"]])[0]
+    if store_dtype is not None:
+        latent, text = latent.to(store_dtype), text.to(store_dtype)
+    first = item["image"] if "image" in item else item["mp4"][:1]
+    # [-1, 1] back to the exact uint8 it came from: (u - 127.5) / 127.5 inverts without loss
+    first_u8 = (first * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
+    return {"latent": latent, "txt_emb": text, "first_frame": first_u8}
+
+
+def _metadata(item: dict[str, Any], source: str) -> dict[str, str]:
+    return {"caption": item["txt"], "num_frames": str(int(item["num_frames"])), "source": source}

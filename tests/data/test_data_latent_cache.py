@@ -1,0 +1,189 @@
+"""Latent cache: build, read back, resume, and invalidation by content, caption, params and weights."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cogvideox_sat.data import (
+    CacheEncoders,
+    LatentCache,
+    NoUsableSamples,
+    SFTDataset,
+    StaleCacheError,
+    build_latent_cache,
+    check_cache_matches_model,
+    model_fingerprint,
+)
+from cogvideox_sat.demo.clips import make_clip
+
+PARAMS = {"video_size": [16, 24], "fps": 8, "max_num_frames": 9, "skip_frms_num": 0.0, "layout": "official"}
+
+
+class TinyEncoders:
+    """Deterministic stand-ins: 'VAE' = temporal stride 4 + 8x8 average pool, 'T5' = byte codes."""
+
+    def __init__(self, fingerprint: str = "tiny-v1", fail_after: int | None = None, kind: str = "latent") -> None:
+        self.video_calls = 0
+        self.fail_after = fail_after
+        self.kind = kind
+        self.fingerprint = fingerprint
+
+    def video(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C, H, W) -> (B, C', T', H', W')
+        if self.fail_after is not None and self.video_calls >= self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        self.video_calls += 1
+        x = x.permute(0, 2, 1, 3, 4)[:, :, ::4]
+        b, c, t, h, w = x.shape
+        z = F.avg_pool2d(x.reshape(b, c * t, h, w), 8).reshape(b, c, t, h // 8, w // 8)
+        if self.kind == "moments":
+            return torch.cat([z, torch.full_like(z, -2.0)], dim=1)  # mean, logvar
+        return z
+
+    @staticmethod
+    def text(captions: list[str]) -> torch.Tensor:
+        codes = [list(hashlib.sha256(c.encode()).digest()[:8]) for c in captions]
+        return torch.tensor(codes, dtype=torch.float32)[:, :, None].expand(-1, -1, 4) / 255
+
+    def encoders(self) -> CacheEncoders:
+        return CacheEncoders(self.video, self.text, self.fingerprint, self.kind)
+
+
+def build(folder, cache_dir, tiny, **params):
+    ds = SFTDataset(str(folder), **{**PARAMS, **params})
+    return build_latent_cache(ds, str(cache_dir), tiny.encoders(), progress=False)
+
+
+def test_build_and_read_back(sft_folder, tmp_path):
+    tiny = TinyEncoders()
+    report = build(sft_folder, tmp_path / "cache", tiny)
+    assert (report.total, report.present, report.written, report.skipped) == (4, 0, 4, {})
+    pixels = SFTDataset(str(sft_folder), **PARAMS)
+    cached = SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), **PARAMS)
+    for i in range(4):
+        px, item = pixels[i], cached[i]
+        assert set(item) == {"mp4", "txt", "txt_emb", "num_frames", "fps"}
+        assert item["txt"] == px["txt"] and item["num_frames"] == px["num_frames"] and item["fps"] == 8
+        # latents (C', T', H', W') as the engine's latent_input path wants them
+        assert item["mp4"].shape == (3, 3, 2, 3)
+        assert torch.equal(item["mp4"], tiny.video(px["mp4"][None])[0])
+        assert torch.equal(item["txt_emb"], tiny.text([px["txt"]])[0])
+
+
+def test_build_resumes_after_interruption(sft_folder, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        build(sft_folder, tmp_path / "cache", TinyEncoders(fail_after=2))
+    tiny = TinyEncoders()
+    report = build(sft_folder, tmp_path / "cache", tiny)
+    assert (report.present, report.written, tiny.video_calls) == (2, 2, 2)
+    assert not list((tmp_path / "cache").rglob(".*.tmp")), "no half-written entry is left behind"
+    again = TinyEncoders()
+    assert build(sft_folder, tmp_path / "cache", again).present == 4 and again.video_calls == 0
+
+
+def test_changed_file_or_caption_invalidates_only_that_entry(sft_folder, tmp_path, clip_store):
+    build(sft_folder, tmp_path / "cache", TinyEncoders())
+    # new content at the same path (same size and mtime would fool nobody: the memo checks both)
+    make_clip(sft_folder / "videos" / "clip_0001.mp4", num_frames=9, height=32, width=40, fps=8, seed=99)
+    (sft_folder / "labels" / "clip_0002.txt").write_text("a new caption\n")
+    cached = SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), **PARAMS)
+    texts = {cached[i]["txt"] for i in range(len(cached))}
+    assert cached.skip_counts() == {"not_cached": 2}
+    assert "a new caption" not in texts
+    tiny = TinyEncoders()
+    report = build(sft_folder, tmp_path / "cache", tiny)
+    assert (report.present, report.written) == (2, 2)
+    cached = SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), **PARAMS)
+    assert "a new caption" in {cached[i]["txt"] for i in range(len(cached))}
+    assert cached.skip_counts() == {}
+
+
+def test_changed_preprocessing_invalidates_everything(sft_folder, tmp_path):
+    build(sft_folder, tmp_path / "cache", TinyEncoders())
+    with pytest.raises(NoUsableSamples, match="not_cached=4"):
+        SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), **{**PARAMS, "video_size": [16, 16]})
+    with pytest.raises(NoUsableSamples, match="not_cached=4"):
+        SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), **{**PARAMS, "fps_sampling": "exact"})
+
+
+def test_renamed_file_keeps_its_entry(sft_folder, tmp_path):
+    build(sft_folder, tmp_path / "cache", TinyEncoders())
+    shutil.move(sft_folder / "videos" / "clip_0003.mp4", sft_folder / "videos" / "renamed.mp4")
+    shutil.move(sft_folder / "labels" / "clip_0003.txt", sft_folder / "labels" / "renamed.txt")
+    cached = SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), **PARAMS)
+    [cached[i] for i in range(len(cached))]
+    assert cached.skip_counts() == {}
+
+
+def test_new_weights_supersede_the_cache_and_prune(sft_folder, tmp_path):
+    build(sft_folder, tmp_path / "cache", TinyEncoders("weights-A"))
+    cache = LatentCache(tmp_path / "cache")
+    cache.check_fingerprint("weights-A")
+    with pytest.raises(StaleCacheError, match="rebuild"):
+        cache.check_fingerprint("weights-B")
+    tiny = TinyEncoders("weights-B")
+    report = build(sft_folder, tmp_path / "cache", tiny)
+    assert report.written == 4 and tiny.video_calls == 4  # nothing reused across weights
+    assert len(list((tmp_path / "cache" / "entries").rglob("*.safetensors"))) == 8
+    ds = SFTDataset(str(sft_folder), **PARAMS)
+    build_latent_cache(ds, str(tmp_path / "cache"), tiny.encoders(), progress=False, prune=True)
+    assert len(list((tmp_path / "cache" / "entries").rglob("*.safetensors"))) == 4
+
+
+def test_moments_are_sampled_per_item(sft_folder, tmp_path):
+    tiny = TinyEncoders(kind="moments")
+    build(sft_folder, tmp_path / "cache", tiny)
+    cached = SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), **PARAMS)
+    draws = torch.stack([cached[0]["mp4"] for _ in range(400)])
+    mean = tiny.video(SFTDataset(str(sft_folder), **PARAMS)[0]["mp4"][None])[0][:3]
+    assert draws.shape[1:] == (3, 3, 2, 3)
+    assert not torch.equal(draws[0], draws[1])
+    std = torch.exp(torch.tensor(-1.0))  # exp(logvar / 2), logvar = -2
+    assert torch.allclose(draws.mean(0), mean, atol=4 * std / 20)
+    assert torch.allclose(draws.std(0), torch.full_like(mean, float(std)), rtol=0.15)
+
+
+def test_i2v_first_frame_is_cached(sft_folder, tmp_path):
+    build(sft_folder, tmp_path / "cache", TinyEncoders(), with_image=True)
+    pixels = SFTDataset(str(sft_folder), with_image=True, **PARAMS)
+    cached = SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), with_image=True, **PARAMS)
+    assert torch.equal(cached[1]["image"], pixels[1]["image"])
+
+
+def test_model_fingerprint_follows_weights_not_paths_or_dropout(tmp_path):
+    vae = tmp_path / "vae.pt"
+    vae.write_bytes(b"weights one")
+    t5 = tmp_path / "t5"
+    t5.mkdir()
+    (t5 / "model.safetensors").write_bytes(b"t5 weights")
+
+    def config(vae_path, t5_dir, ucg=0.1, max_length=226):
+        return {
+            "first_stage_config": {"target": "x.VAE", "params": {"ckpt_path": str(vae_path), "cp_size": 1}},
+            "conditioner_config": {
+                "target": "x.Cond",
+                "params": {"emb_models": [{"ucg_rate": ucg, "input_key": "txt", "params": {"model_dir": str(t5_dir), "max_length": max_length}}]},
+            },
+            "network_config": {"params": {"hidden_size": 1920}},
+        }
+
+    base = model_fingerprint(config(vae, t5))
+    assert model_fingerprint(config(vae, t5, ucg=0.5)) == base
+    moved = tmp_path / "elsewhere.pt"
+    shutil.copy(vae, moved)
+    assert model_fingerprint(config(moved, t5)) == base
+    assert model_fingerprint(config(vae, t5, max_length=224)) != base
+    (t5 / "model.safetensors").write_bytes(b"t5 weights, fine-tuned")
+    changed = model_fingerprint(config(vae, t5))
+    assert changed != base
+    cache = LatentCache.create(tmp_path / "cache", changed)
+    check_cache_matches_model(cache, config(vae, t5))
+    vae.write_bytes(b"weights two")
+    with pytest.raises(StaleCacheError):
+        check_cache_matches_model(cache, config(vae, t5))
+    with pytest.raises(ValueError, match="random VAE"):
+        model_fingerprint(config("", t5))
