@@ -1,0 +1,272 @@
+"""DiT training-step benchmark: forward + backward time, peak memory, achieved TFLOP/s.
+
+Builds the `network_config` of any shipped or official config (random weights), runs
+forward + backward on random latents of a given clip size (no optimizer step) and prints one
+table row per (LoRA or full) x (checkpointing none / full / selective).
+
+    python benchmarks/dit_step.py configs/cogvideox_2b_lora.yaml --checkpoint none full selective
+    python benchmarks/dit_step.py configs/cogvideox_5b.yaml --full --checkpoint full selective
+    python benchmarks/dit_step.py configs/cogvideox_2b.yaml --lora-rank 128 --check-attention
+    python benchmarks/dit_step.py configs/cogvideox_2b.yaml --tiny        # CPU smoke run
+
+TFLOP/s counts model FLOPs (matmuls and attention of forward and backward, not the
+recomputation of checkpointing), so modes compare by time for the same work: forward is
+2 S 12 h^2 per layer for the projections and 4 S^2 h for attention; backward doubles both, except
+that frozen base weights (LoRA) need no weight gradients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cogvideox_sat.models.attention import BACKENDS, attention  # noqa: E402
+from cogvideox_sat.models.lora import mark_only_lora_trainable  # noqa: E402
+from cogvideox_sat.registry import instantiate_from_config  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Result:
+    name: str
+    mode: str
+    checkpoint: str
+    backend: str
+    seconds: float
+    seconds_std: float
+    peak_gib: float
+    tflops: float
+    trainable: int
+
+
+# ---- configuration ------------------------------------------------------------------------------
+def network_config(paths: list[str]) -> dict[str, Any]:
+    """`model.network_config` (or a bare `network_config` / target block) of the merged YAMLs."""
+    cfg = OmegaConf.merge(*[OmegaConf.load(p) for p in paths])
+    for path in ("model.network_config", "network_config"):
+        node = OmegaConf.select(cfg, path)
+        if node is not None:
+            return OmegaConf.to_container(node, resolve=True)
+    if "target" in cfg:
+        return OmegaConf.to_container(cfg, resolve=True)
+    raise SystemExit(f"no model.network_config in {paths}")
+
+
+def shrink(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Tiny CPU version of `cfg`: same variant (positions, patches, I2V, ofs), toy sizes."""
+    cfg = copy.deepcopy(cfg)
+    p = cfg["params"]
+    p.update(hidden_size=64, num_layers=2, num_attention_heads=2, time_embed_dim=32, num_frames=17, latent_height=8, latent_width=12)
+    if p.get("ofs_embed_dim") is not None:
+        p["ofs_embed_dim"] = 32
+    mods = p["modules"]
+    mods["pos_embed_config"].setdefault("params", {})["text_length"] = 8
+    if "hidden_size_head" in mods["pos_embed_config"]["params"]:
+        mods["pos_embed_config"]["params"]["hidden_size_head"] = 32
+    mods["patch_embed_config"].setdefault("params", {})["text_hidden_size"] = 32
+    if "lora_config" in mods:
+        mods["lora_config"].setdefault("params", {})["r"] = 4
+    return cfg
+
+
+def with_lora(cfg: dict[str, Any], rank: int | None, full: bool, targets: list[str] | None) -> dict[str, Any]:
+    cfg = copy.deepcopy(cfg)
+    mods = cfg["params"]["modules"]
+    if full:
+        mods.pop("lora_config", None)
+    elif rank is not None:
+        mods["lora_config"] = {"target": "cogvideox_sat.models.LoraMixin", "params": {"r": rank, "lora_alpha": rank}}
+    if targets and "lora_config" in mods:
+        mods["lora_config"].setdefault("params", {})["target_modules"] = targets
+    return cfg
+
+
+# ---- inputs and FLOPs ---------------------------------------------------------------------------
+def make_inputs(model, batch: int, frames: int, height: int, width: int, device, dtype) -> dict[str, torch.Tensor]:
+    """Random latents of a `frames` x `height` x `width` clip (VAE: /4 time + 1, /8 space)."""
+    pt, ph, pw = model.patch_size
+    t = (frames - 1) // 4 + 1
+    t = math.ceil(t / pt) * pt  # 1.5: pad the latent frames to the temporal patch
+    h, w = height // 8 // ph * ph, width // 8 // pw * pw
+    out_c = model.out_channels
+    pos = model.mixins["pos_embed"]
+    text_len = pos.text_length
+    text_hidden = model.mixins["patch_embed"].text_proj.in_features
+    kwargs = {
+        "x": torch.randn(batch, t, out_c, h, w, device=device, dtype=dtype),
+        "timesteps": torch.randint(0, 1000, (batch,), device=device).float(),
+        "context": torch.randn(batch, text_len, text_hidden, device=device, dtype=dtype),
+    }
+    if model.in_channels != out_c:
+        kwargs["concat_images"] = torch.randn(batch, t, model.in_channels - out_c, h, w, device=device, dtype=dtype)
+    if model.ofs_embed_dim is not None:
+        kwargs["ofs"] = torch.full((1,), 2.0, device=device)
+    return kwargs
+
+
+def step_flops(model, kwargs: dict[str, torch.Tensor], frozen_base: bool) -> float:
+    b, t, _, h, w = kwargs["x"].shape
+    pt, ph, pw = model.patch_size
+    seq = kwargs["context"].shape[1] + (t // pt) * (h // ph) * (w // pw)
+    hidden, layers = model.hidden_size, model.num_layers
+    matmul = 2 * b * seq * 12 * hidden**2 * layers
+    attn = 4 * b * seq**2 * hidden * layers
+    return matmul * (2 if frozen_base else 3) + attn * 3
+
+
+# ---- measurement --------------------------------------------------------------------------------
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_case(cfg, args, device, dtype, checkpoint: str) -> Result:
+    with torch.device(device):
+        model = instantiate_from_config(cfg)
+    model.to(dtype).train()
+    model.set_checkpoint_mode(checkpoint)
+    model.set_attention_backend(args.attention_backend)
+    lora = "lora" in model.mixins
+    trainable = mark_only_lora_trainable(model) if lora else sum(p.numel() for p in model.parameters())
+    kwargs = make_inputs(model, args.batch, args.frames, args.height, args.width, device, dtype)
+
+    def step() -> None:
+        out = model(**kwargs)
+        out.float().pow(2).mean().backward()
+        model.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    mean = statistics.mean(times)
+    r = model.get_mixin("lora").r if lora else 0
+    result = Result(
+        name=Path(args.config[-1]).stem,
+        mode=f"LoRA r{r}" if lora else "full",
+        checkpoint=checkpoint,
+        backend=args.attention_backend,
+        seconds=mean,
+        seconds_std=statistics.pstdev(times) if len(times) > 1 else 0.0,
+        peak_gib=peak,
+        tflops=step_flops(model, kwargs, frozen_base=lora) / mean / 1e12,
+        trainable=trainable,
+    )
+    del model, kwargs
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def check_attention(cfg, args, device, dtype) -> None:
+    """Each SDPA backend at this config's attention shape: error vs float32 math, fwd+bwd time."""
+    p = cfg["params"]
+    heads, hidden = p["num_attention_heads"], p["hidden_size"]
+    with torch.device("meta"):
+        probe = instantiate_from_config(cfg)
+    kwargs = make_inputs(probe, args.batch, args.frames, args.height, args.width, "meta", dtype)
+    b, t, _, h, w = kwargs["x"].shape
+    pt, ph, pw = probe.patch_size
+    seq = kwargs["context"].shape[1] + (t // pt) * (h // ph) * (w // pw)
+    gen = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.randn(b, heads, seq, hidden // heads, device=device, generator=gen) for _ in range(3))
+    grad = torch.randn(b, heads, seq, hidden // heads, device=device, generator=gen)
+    ref = torch.cat([attention(q[:, :, i : i + 1024], k, v, backend="math") for i in range(0, seq, 1024)], dim=2)
+    print(f"\nattention {b}x{heads}x{seq}x{hidden // heads} ({str(dtype).split('.')[-1]}), error vs float32 math:")
+    print(f"{'backend':<10} {'max abs err':>12} {'rel err':>10} {'fwd+bwd ms':>11}")
+    for backend in BACKENDS:
+        if backend == "math" and seq > 4096:
+            print(f"{backend:<10} skipped: materialises {b * heads * seq * seq * 2 / 2**30:.0f} GiB of scores")
+            continue
+        qs, ks, vs = (x.to(dtype).requires_grad_() for x in (q, k, v))
+        try:
+            out = attention(qs, ks, vs, backend=backend)
+            out.backward(grad.to(dtype))
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                attention(qs, ks, vs, backend=backend).backward(grad.to(dtype))
+            sync(device)
+            ms = (time.perf_counter() - start) / args.steps * 1e3
+        except RuntimeError as err:
+            print(f"{backend:<10} unavailable: {str(err).splitlines()[0][:80]}")
+            continue
+        err_abs = (out.float() - ref).abs().max().item()
+        print(f"{backend:<10} {err_abs:>12.3e} {err_abs / ref.abs().max().item():>10.3e} {ms:>11.2f}")
+
+
+def print_table(results: list[Result], args) -> None:
+    print(f"\nDiT forward+backward, batch {args.batch}, clip {args.frames}x{args.height}x{args.width}, {args.dtype}, no optimizer step")
+    header = f"{'config':<24} {'mode':<10} {'ckpt':<10} {'attn':<7} {'step s':>12} {'peak GiB':>9} {'TFLOP/s':>8} {'trainable':>14}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        step = f"{r.seconds:.3f}+-{r.seconds_std:.3f}"
+        peak = "-" if math.isnan(r.peak_gib) else f"{r.peak_gib:.1f}"
+        print(f"{r.name:<24} {r.mode:<10} {r.checkpoint:<10} {r.backend:<7} {step:>12} {peak:>9} {r.tflops:>8.1f} {r.trainable:>14,}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="+", help="YAML(s) with model.network_config (merged left to right)")
+    parser.add_argument("--full", action="store_true", help="drop lora_config: full fine-tuning")
+    parser.add_argument("--lora-rank", type=int, default=None, help="add/override LoRA with this rank (alpha = rank)")
+    parser.add_argument("--lora-targets", nargs="+", default=None, help="LoRA target_modules (e.g. add mlp.dense_h_to_4h)")
+    parser.add_argument("--checkpoint", nargs="+", default=["full"], choices=["none", "full", "selective"])
+    parser.add_argument("--attention-backend", default="auto", choices=BACKENDS)
+    parser.add_argument("--frames", type=int, default=49)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=720)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--check-attention", action="store_true", help="also compare SDPA backends at this shape")
+    parser.add_argument("--tiny", action="store_true", help="toy sizes on CPU (smoke test)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[Result]:
+    args = parse_args(argv)
+    cfg = with_lora(network_config(args.config), args.lora_rank, args.full, args.lora_targets)
+    if args.tiny:
+        cfg = shrink(cfg)
+        args.frames, args.height, args.width, args.steps, args.warmup = 13, 64, 96, 2, 1
+        args.dtype = "fp32" if args.dtype == "fp16" else args.dtype
+        device = torch.device("cpu")
+    else:
+        if not torch.cuda.is_available():
+            raise SystemExit("no CUDA device: use --tiny for a CPU smoke run")
+        device = torch.device("cuda")
+    dtype = DTYPES[args.dtype]
+    cfg["params"]["dtype"] = args.dtype  # as the official engine injects it
+    results = [run_case(cfg, args, device, dtype, mode) for mode in args.checkpoint]
+    print_table(results, args)
+    if args.check_attention:
+        check_attention(cfg, args, device, dtype)
+    return results
+
+
+if __name__ == "__main__":
+    main()
