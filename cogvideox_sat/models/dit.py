@@ -24,12 +24,13 @@ import torch
 from torch import nn
 
 from ..registry import instantiate_from_config
+from .attention import BACKENDS
 from .checkpointing import run_layers
 from .geometry import TokenGrid, to_patch_size, token_grid
 from .swiglu import SwiGLUMixin
 from .timestep import SinusoidalTimestep, embedding_mlp, timestep_embedding
 from .transformer import Transformer, gelu_tanh
-from .transformer_args import TransformerArgs
+from .transformer_args import CHECKPOINT_MODES, TransformerArgs
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 REQUIRED_MODULES = ("pos_embed_config", "patch_embed_config", "adaln_layer_config", "final_layer_config")
@@ -69,7 +70,7 @@ class DiffusionTransformer(nn.Module):
         dtype: str | torch.dtype = "fp32",
     ):
         super().__init__()
-        self.args = TransformerArgs.from_config(transformer_args)
+        self.transformer_args = TransformerArgs.from_config(transformer_args)
         self._check_overrides(num_layers, hidden_size, num_attention_heads, parallel_output)
         if input_time != "adaln":
             raise ValueError(f"input_time={input_time!r}: only 'adaln' exists in CogVideoX")
@@ -93,19 +94,19 @@ class DiffusionTransformer(nn.Module):
             "time_interpolation": time_interpolation,
         }
         self.dtype = _to_dtype(dtype)
-        self.checkpoint_mode = self.args.effective_checkpoint_mode
+        self.checkpoint_mode = self.transformer_args.effective_checkpoint_mode
 
         # 1. Transformer body (SAT key layout) and conditioning embeddings
         self.transformer = Transformer(
             num_layers,
             hidden_size,
             num_attention_heads,
-            layernorm_epsilon=self.args.layernorm_epsilon,
+            layernorm_epsilon=self.transformer_args.layernorm_epsilon,
             elementwise_affine=elementwise_affine,
             use_rms_norm=use_RMSNorm,
             activation=nn.functional.silu if use_SwiGLU else gelu_tanh,
-            hidden_dropout=self.args.hidden_dropout,
-            attention_dropout=self.args.attention_dropout,
+            hidden_dropout=self.transformer_args.hidden_dropout,
+            attention_dropout=self.transformer_args.attention_dropout,
         )
         self.mixins = nn.ModuleDict()
         self.time_embed = embedding_mlp(hidden_size, self.time_embed_dim)
@@ -122,13 +123,13 @@ class DiffusionTransformer(nn.Module):
         if "lora_config" in (modules or {}):
             lora = instantiate_from_config(modules["lora_config"], layer_num=num_layers)
             self.add_mixin("lora", lora, reinit=True)
-        self.set_attention_backend(self.args.attention_backend)
+        self.set_attention_backend(self.transformer_args.attention_backend)
 
     # ---- construction ------------------------------------------------------------------------
     def _check_overrides(self, num_layers: int, hidden_size: int, heads: int, parallel_output: bool) -> None:
         given = {"num_layers": num_layers, "hidden_size": hidden_size, "num_attention_heads": heads, "parallel_output": parallel_output}
         for name, value in given.items():
-            inner = getattr(self.args, name)
+            inner = getattr(self.transformer_args, name)
             if inner is not None and inner != value:
                 raise ValueError(f"transformer_args.{name}={inner} disagrees with the network's {name}={value}; remove it")
 
@@ -222,7 +223,7 @@ class DiffusionTransformer(nn.Module):
         - LayerNorms: weight 1, bias 0 (torch default).
         - `transformer_args.skip_init: true` keeps torch's default init (weights to be loaded).
         """
-        if self.args.skip_init:
+        if self.transformer_args.skip_init:
             return
         std, out_std = 0.02, 0.02 / math.sqrt(2.0 * self.num_layers)
         for layer in self.transformer.layers:
@@ -244,7 +245,7 @@ class DiffusionTransformer(nn.Module):
         self.mixins[name] = mixin
         object.__setattr__(mixin, "transformer", self.transformer)
         if getattr(mixin, "legacy_position_table", False) and not hasattr(self.transformer, "position_embeddings"):
-            self.transformer.add_legacy_position_table(self.args.max_sequence_length)
+            self.transformer.add_legacy_position_table(self.transformer_args.max_sequence_length)
         if reinit:
             mixin.reinit(self)
 
@@ -264,14 +265,12 @@ class DiffusionTransformer(nn.Module):
     # ---- runtime switches --------------------------------------------------------------------
     def set_checkpoint_mode(self, mode: str) -> None:
         """Activation checkpointing: 'none', 'full' or 'selective' (see `checkpointing`)."""
-        if mode not in ("none", "full", "selective"):
-            raise ValueError(f"checkpoint mode {mode!r}: choose 'none', 'full' or 'selective'")
+        if mode not in CHECKPOINT_MODES:
+            raise ValueError(f"checkpoint mode {mode!r}: choose one of {CHECKPOINT_MODES}")
         self.checkpoint_mode = mode
 
     def set_attention_backend(self, backend: str) -> None:
         """SDPA kernel choice for every layer (see `cogvideox_sat.models.attention.BACKENDS`)."""
-        from .attention import BACKENDS
-
         if backend not in BACKENDS:
             raise ValueError(f"attention backend {backend!r}: choose one of {BACKENDS}")
         for layer in self.transformer.layers:
@@ -349,8 +348,8 @@ class DiffusionTransformer(nn.Module):
             hidden,
             self.num_layers,
             mode=self.checkpoint_mode,
-            chunk=self.args.checkpoint_num_layers,
-            skip_last=self.args.checkpoint_skip_layers,
+            chunk=self.transformer_args.checkpoint_num_layers,
+            skip_last=self.transformer_args.checkpoint_skip_layers,
         )
 
 
