@@ -30,6 +30,7 @@ class BuildReport:
     present: int = 0  # already cached when the build started
     written: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # per reason
+    keys: list[str] = field(default_factory=list, repr=False)  # sample keys of the usable samples
 
     def __str__(self) -> str:
         return (
@@ -73,7 +74,7 @@ def build_latent_cache(
     cache = LatentCache.create(cache_dir, encoders.fingerprint, encoders.latent_kind, encoders.description)
     report = BuildReport(total=len(dataset))
     # 1. Keys of every sample (reads each file once; digests are remembered in the cache)
-    todo, keys = [], []
+    todo, keys = [], report.keys
     for i in tqdm(range(len(dataset)), desc="hashing", disable=not progress, unit="file"):
         try:
             key = dataset.sample_key(i, cache.hashes)
@@ -98,8 +99,8 @@ def build_latent_cache(
         else:
             cache.save(key, _encode(item, encoders, store_dtype), _metadata(item, dataset.source(i)))
             report.written += 1
+        bar.set_postfix(written=report.written, skipped=sum(report.skipped.values()), refresh=False)
         bar.update(1)
-        bar.set_postfix(written=report.written, skipped=sum(report.skipped.values()))
         if n % _SAVE_HASHES_EVERY == 0:
             cache.hashes.save()
     bar.close()

@@ -1,0 +1,71 @@
+"""tools/build_latent_cache.py on the tiny demo configs: real (tiny) VAE and T5, resume, read back."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cogvideox_sat.config import load_configs
+from cogvideox_sat.data import LatentCache, SFTDataset, check_cache_matches_model
+from cogvideox_sat.data.hashing import HashMemo
+from cogvideox_sat.demo.clips import make_sft_folder
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = [str(REPO / "configs/demo/tiny_t2v.yaml"), str(REPO / "configs/demo/sft_tiny.yaml")]
+PARAMS = {"video_size": [64, 96], "fps": 8, "max_num_frames": 9, "skip_frms_num": 0.0}
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("build_latent_cache", REPO / "tools" / "build_latent_cache.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def demo_assets(tmp_path, monkeypatch):
+    from cogvideox_sat.demo.tiny_t5 import make_tiny_t5
+
+    monkeypatch.chdir(tmp_path)  # the demo configs name demo_assets/... relative paths
+    make_tiny_t5(tmp_path / "demo_assets" / "t5", d_model=32)
+    make_sft_folder(tmp_path / "demo_assets" / "data", n_clips=3, num_frames=9, height=64, width=96, fps=8)
+    return tmp_path
+
+
+def test_tool_builds_resumes_and_matches_the_models(demo_assets, capsys):
+    tool = load_tool()
+    argv = ["--base", *CONFIGS, "--cache-dir", "cache", "--device", "cpu", "--num-workers", "0", "--no-progress"]
+    assert tool.main(argv) == 0
+    assert "3 written" in capsys.readouterr().out
+    entries = sorted((demo_assets / "cache" / "entries").rglob("*.safetensors"))
+    assert len(entries) == 3
+    # rerun: everything is there already
+    assert tool.main(argv) == 0
+    assert "3 already cached, 0 written" in capsys.readouterr().out
+
+    # the stored tensors are what the config's VAE and T5 give for the training pixels
+    cfg = load_configs(CONFIGS)
+    torch.manual_seed(42)  # sft_tiny's args.seed: the tool builds its random VAE from it
+    encoders = tool.real_encoders(cfg.section("model"), "cpu", torch.float32, HashMemo())
+    assert encoders.latent_kind == "moments"  # the official regularizer samples its posterior
+    cache = LatentCache(demo_assets / "cache")
+    assert cache.fingerprint == encoders.fingerprint
+    pixels = SFTDataset("demo_assets/data", **PARAMS)
+    item = pixels[0]
+    stored = load_file(str(cache.entry_path(pixels.sample_key(0, cache.hashes))))
+    assert torch.allclose(stored["latent"], encoders.encode_video(item["mp4"][None])[0], atol=1e-5)
+    assert torch.allclose(stored["txt_emb"], encoders.encode_text([item["txt"]])[0], atol=1e-5)
+    assert stored["latent"].shape == (8, 3, 8, 12)  # mean + logvar of 4 channels, 3 latent frames, 64x96 / 8
+
+    # training reads latents, and can check the cache against its models
+    cached = SFTDataset("demo_assets/data", latent_cache="cache", **PARAMS)
+    assert cached[0]["mp4"].shape == (4, 3, 8, 12) and cached[0]["txt_emb"].shape == (16, 32)
+    torch.manual_seed(42)
+    from cogvideox_sat.registry import instantiate_from_config
+
+    vae = instantiate_from_config(cfg.section("model")["first_stage_config"])
+    check_cache_matches_model(cached.latent_cache, cfg.section("model"), first_stage=vae)

@@ -1,0 +1,140 @@
+"""Precompute VAE latents and T5 embeddings of a fine-tuning folder, so training skips both.
+
+    python tools/build_latent_cache.py --base configs/cogvideox_2b_lora.yaml configs/sft.yaml \\
+        --cache-dir cache/disney [--data disney] [--device cuda] [--num-workers 8]
+
+Uses the same configs as training: the data folders (`args.train_data`, or --data), the
+dataset params (`data.params`) and the VAE and T5 of the `model:` section. Interrupt it any
+time; a rerun resumes where it stopped. Entries are keyed by file content, caption,
+preprocessing params and model weights, so a change to any of them is simply a cache miss
+(rebuild to fill it; --prune deletes entries nothing uses any more).
+
+Then train with, in the configs:
+    data.params.latent_cache: cache/disney     # items carry latents instead of pixels
+    model.latent_input: true                   # the engine skips the VAE (official option)
+Text embeddings are stored as `txt_emb` in each item; the conditioner still runs T5 on the
+caption unless it reads them. Image-to-video models need the noised first frame encoded at
+each step (noise is added in pixel space), so for them only the text can be cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from cogvideox_sat.config import load_configs  # noqa: E402
+from cogvideox_sat.data import CacheEncoders, LatentCache, SFTDataset, build_latent_cache, model_fingerprint  # noqa: E402
+from cogvideox_sat.data.hashing import HashMemo  # noqa: E402
+from cogvideox_sat.data.latent_cache import HASHES  # noqa: E402
+from cogvideox_sat.registry import instantiate_from_config, resolve_target  # noqa: E402
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", nargs="+", required=True, help="model and run configs, as for training")
+    parser.add_argument("--cache-dir", help="cache folder (default: data.params.latent_cache)")
+    parser.add_argument("--data", nargs="+", help="dataset folder(s) (default: args.train_data)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=sorted(_DTYPES), help="model precision (default: the config's, as training)")
+    parser.add_argument("--store-dtype", choices=sorted(_DTYPES), default="fp32", help="dtype of stored tensors (bf16 halves the disk)")
+    parser.add_argument("--num-workers", type=int, default=4, help="decoding workers")
+    parser.add_argument("--seed", type=int, help="seed for models built without weights (default: args.seed)")
+    parser.add_argument("--prune", action="store_true", help="delete entries the given data no longer uses")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def config_precision(cfg: Any) -> str:
+    """The run's precision as training would use it (deepspeed section, then args)."""
+    ds, args = cfg.section("deepspeed"), cfg.section("args")
+    if (ds.get("bf16") or {}).get("enabled") or args.get("bf16"):
+        return "bf16"
+    if (ds.get("fp16") or {}).get("enabled") or args.get("fp16"):
+        return "fp16"
+    return "fp32"
+
+
+def text_embedder(conditioner: torch.nn.Module) -> torch.nn.Module:
+    """The conditioner's embedder of the caption (input_key `txt`)."""
+    for embedder in getattr(conditioner, "embedders", []):
+        if getattr(embedder, "input_key", None) == "txt":
+            return embedder
+    raise ValueError("model.conditioner_config has no embedder with input_key 'txt' to cache")
+
+
+def real_encoders(model_cfg: dict, device: str, dtype: torch.dtype, hashes: HashMemo) -> CacheEncoders:
+    """The VAE and T5 of a model config, as the engine runs them, behind the cache interface."""
+    vae = instantiate_from_config(model_cfg["first_stage_config"]).eval().to(device=device, dtype=dtype)
+    conditioner = instantiate_from_config(model_cfg["conditioner_config"])
+    t5 = text_embedder(conditioner).eval().to(device=device, dtype=dtype)
+    # the official VAE samples its posterior: store the moments, items draw a latent each time
+    moments = bool(getattr(vae.regularization, "sample", False))
+    autocast = device.startswith("cuda") and not model_cfg.get("disable_first_stage_autocast", False)
+
+    @torch.no_grad()
+    def encode_video(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device=device, dtype=dtype).permute(0, 2, 1, 3, 4)  # (B, C, T, H, W)
+        with torch.autocast(torch.device(device).type, enabled=autocast):
+            out = vae.encode_moments(x) if moments else vae.encode(x)
+        return out.float().cpu()
+
+    @torch.no_grad()
+    def encode_text(texts: list[str]) -> torch.Tensor:
+        return t5(texts).float().cpu()
+
+    return CacheEncoders(
+        encode_video=encode_video,
+        encode_text=encode_text,
+        fingerprint=model_fingerprint(model_cfg, hashes, first_stage=vae),
+        latent_kind="moments" if moments else "latent",
+        description={"precision": str(dtype), "vae_sample": moments},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = load_configs(args.base)
+    model_cfg, data_cfg, run_args = cfg.section("model"), cfg.section("data"), cfg.section("args")
+    # 1. Data: the training dataset's params, decoding pixels
+    if not data_cfg or resolve_target(data_cfg["target"]) is not SFTDataset:
+        print(f"error: the latent cache needs data.target SFTDataset, got {data_cfg.get('target')!r}", file=sys.stderr)
+        return 2
+    params = dict(data_cfg.get("params") or {})
+    cache_dir = args.cache_dir or params.pop("latent_cache", None)
+    params.pop("latent_cache", None)
+    folders = args.data or run_args.get("train_data") or []
+    if not cache_dir or not folders:
+        print("error: give --cache-dir (or data.params.latent_cache) and --data (or args.train_data)", file=sys.stderr)
+        return 2
+    # 2. Models (a VAE without weights is random: seeded, so a resumed build gets the same one)
+    seed = args.seed if args.seed is not None else int(run_args.get("seed", 1234))
+    torch.manual_seed(seed)
+    hashes = HashMemo(Path(cache_dir) / HASHES)
+    dtype = _DTYPES[args.precision or config_precision(cfg)]
+    encoders = real_encoders(model_cfg, args.device, dtype, hashes)
+    hashes.save()
+    # 3. Build per folder (content-addressed: folders share one cache), prune at the end
+    keys: list[str] = []
+    for folder in folders:
+        dataset = SFTDataset(data_dir=folder, **params)
+        report = build_latent_cache(
+            dataset, cache_dir, encoders, num_workers=args.num_workers, store_dtype=_DTYPES[args.store_dtype], progress=not args.no_progress
+        )
+        keys += report.keys
+        print(f"{folder}: {report}")
+    if args.prune:
+        print(f"pruned {LatentCache(cache_dir).prune(keys)} stale entries")
+    print(f"cache ready: {cache_dir} (set data.params.latent_cache: {cache_dir} and model.latent_input: true)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
