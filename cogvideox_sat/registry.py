@@ -68,7 +68,15 @@ _OFFICIAL_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "sgm.modules.diffusionmodules.guiders": (
         "cogvideox_sat.diffusion.guiders",
-        ("VanillaCFG", "DynamicCFG"),
+        ("VanillaCFG", "DynamicCFG", "IdentityGuider"),
+    ),
+    "sgm.modules.diffusionmodules.sampling_utils": (
+        "cogvideox_sat.diffusion.guiders",
+        ("NoDynamicThresholding",),
+    ),
+    "sgm.modules.diffusionmodules.wrappers": (
+        "cogvideox_sat.diffusion.wrappers",
+        ("OpenAIWrapper",),
     ),
     "vae_modules.autoencoder": (
         "cogvideox_sat.vae",

@@ -17,12 +17,17 @@ from typing import Any
 from cogvideox_sat.config.problems import Problem, closest
 from cogvideox_sat.registry import TargetError, resolve_target
 
-# Keys a block may carry besides target/params, by the list or key that holds it: the
-# conditioner reads these per embedder (official GeneralConditioner).
-_EXTRA_BLOCK_KEYS: dict[str, frozenset[str]] = {
-    "emb_models": frozenset({"is_trainable", "input_key", "input_keys", "ucg_rate", "legacy_ucg_value"}),
-}
 _BLOCK_KEYS = frozenset({"target", "params"})
+
+
+def _extra_block_keys(holder: str) -> frozenset[str]:
+    """Keys a block may carry besides target/params, by the list that holds it: the conditioner
+    reads per-embedder settings (ucg_rate, input_key, ...) from its `emb_models` entries."""
+    if holder == "emb_models":
+        from cogvideox_sat.conditioner import EMBEDDER_BLOCK_KEYS
+
+        return frozenset(EMBEDDER_BLOCK_KEYS) - _BLOCK_KEYS
+    return frozenset()
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ def check_blocks(root: Any, root_path: str, file_of: Callable[[str], str]) -> tu
     problems: list[Problem] = []
     for block in find_blocks(root, root_path):
         where = file_of(block.path)
-        allowed_extra = _EXTRA_BLOCK_KEYS.get(block.holder, frozenset())
+        allowed_extra = _extra_block_keys(block.holder)
         for key in sorted(block.extra_keys - allowed_extra):
             problems.append(
                 Problem(f"{block.path}.{key}", "unknown key in a target block", f"{closest(key, _BLOCK_KEYS | allowed_extra)}", where)

@@ -46,6 +46,9 @@ def init_distributed(args: argparse.Namespace) -> RunPlacement:
         device = torch.device("cuda", index)
     else:
         device = torch.device("cpu")
+    # a plain `python train_video.py` is a one-process torchrun as far as DeepSpeed is concerned
+    for key, value in (("RANK", args.rank), ("WORLD_SIZE", args.world_size), ("LOCAL_RANK", local_rank)):
+        os.environ.setdefault(key, str(value))
     if not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))

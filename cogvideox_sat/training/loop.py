@@ -1,0 +1,184 @@
+"""The training loop: micro-batches, DeepSpeed backward/step, logging, validation, checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.distributed as dist
+
+from cogvideox_sat.training.checkpoint import save_checkpoint
+from cogvideox_sat.training.metrics import MetricsLogger
+from cogvideox_sat.training.rng import capture_rng_state
+from cogvideox_sat.training.validation import move_batch, save_validation_samples, validation_loss
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many non-finite losses in a row: the run is diverging."""
+
+
+@dataclass
+class LoopConfig:
+    train_iters: int
+    log_interval: int
+    save_interval: Optional[int]
+    eval_interval: Optional[int]
+    eval_iters: int
+    exit_interval: Optional[int]
+    max_nonfinite_in_row: int = 5
+    keep_last: Optional[int] = None
+    trainable_only: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "LoopConfig":
+        return cls(
+            train_iters=args.train_iters,
+            log_interval=args.log_interval,
+            save_interval=args.save_interval,
+            eval_interval=args.eval_interval,
+            eval_iters=args.eval_iters,
+            exit_interval=args.exit_interval,
+            max_nonfinite_in_row=args.max_nonfinite_steps,
+            keep_last=args.keep_last_checkpoints,
+            trainable_only=not args.save_frozen_weights,
+        )
+
+
+@dataclass
+class LoopState:
+    iteration: int = 0
+    nonfinite_in_row: int = 0
+    skipped: dict[str, int] = field(default_factory=lambda: {"nonfinite": 0})
+
+
+def _all_finite(loss: torch.Tensor) -> bool:
+    """Agree across ranks, so every rank skips the same micro-batch (else collectives hang)."""
+    flag = torch.isfinite(loss.detach()).all().float().reshape(1)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() > 0)
+
+
+def _mean_across_ranks(value: float, device: torch.device) -> float:
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    t = torch.tensor([value], device=device, dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_step(ds_engine: Any, stream: Any, device: torch.device, iteration: int, state: LoopState, cfg: LoopConfig) -> float:
+    """One optimizer step = gradient_accumulation_steps finite micro-batches; returns the mean loss.
+
+    A micro-batch whose loss is NaN/Inf gets no backward: it is dropped with a warning and the next
+    batch takes its place. After `max_nonfinite_in_row` such batches in a row the run stops.
+    """
+    losses = []
+    while len(losses) < ds_engine.gradient_accumulation_steps():
+        batch = move_batch(next(stream), device)
+        batch["global_step"] = iteration
+        loss, _ = ds_engine.module.shared_step(batch)
+        if not _all_finite(loss):
+            state.nonfinite_in_row += 1
+            state.skipped["nonfinite"] += 1
+            print(f"warning: iteration {iteration}: non-finite loss ({float(loss)}); batch skipped, no update", flush=True)
+            if state.nonfinite_in_row >= cfg.max_nonfinite_in_row:
+                raise NonFiniteLossError(
+                    f"{state.nonfinite_in_row} non-finite losses in a row at iteration {iteration}: the run diverged. "
+                    "Lower the learning rate, use bf16 instead of fp16, or resume from the last checkpoint."
+                )
+            continue
+        state.nonfinite_in_row = 0
+        ds_engine.backward(loss)
+        ds_engine.step()
+        losses.append(float(loss.detach()))
+    return sum(losses) / len(losses)
+
+
+def _due(iteration: int, interval: Optional[int]) -> bool:
+    return bool(interval) and iteration % interval == 0
+
+
+def run_loop(
+    ds_engine: Any,
+    stream: Any,
+    valid_stream: Optional[Any],
+    args: argparse.Namespace,
+    cfg: LoopConfig,
+    state: LoopState,
+    run_dir: Path,
+    logger: MetricsLogger,
+    device: torch.device,
+    data_state: Callable[[], dict[str, Any]],
+) -> LoopState:
+    """Train from state.iteration to cfg.train_iters (or exit_interval more iterations)."""
+    stop_at = cfg.train_iters
+    if cfg.exit_interval:
+        stop_at = min(stop_at, state.iteration + cfg.exit_interval)
+    is_main = not dist.is_initialized() or dist.get_rank() == 0
+
+    def checkpoint() -> None:
+        client = {"rng": capture_rng_state(), "data": data_state(), "skipped": dict(state.skipped)}
+        path = save_checkpoint(ds_engine, run_dir, state.iteration, client, cfg.keep_last, cfg.trainable_only)
+        if is_main:
+            print(f"saved checkpoint {path}", flush=True)
+
+    while state.iteration < stop_at:
+        start = time.perf_counter()
+        loss = train_step(ds_engine, stream, device, state.iteration, state, cfg)
+        _sync(device)
+        state.iteration += 1
+        step_s = time.perf_counter() - start
+        if _due(state.iteration, cfg.log_interval) or state.iteration == stop_at:
+            lr = ds_engine.get_lr()[0]
+            loss = _mean_across_ranks(loss, device)
+            record = {"loss": loss, "lr": lr, "step_s": round(step_s, 4)}
+            if device.type == "cuda":
+                record["max_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+            logger.log(state.iteration, record)
+            if is_main:
+                print(f"iteration {state.iteration}/{cfg.train_iters} loss {loss:.6f} lr {lr:.3e} step {step_s:.2f}s", flush=True)
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(f"iteration {state.iteration}: mean loss is {loss}")
+        if valid_stream is not None and _due(state.iteration, cfg.eval_interval):
+            evaluate(ds_engine.module, valid_stream, args, cfg, run_dir, state.iteration, logger, device)
+        if _due(state.iteration, cfg.save_interval):
+            checkpoint()
+    if args.save and not _due(state.iteration, cfg.save_interval):
+        checkpoint()
+    return state
+
+
+def evaluate(engine: Any, valid_stream: Any, args: argparse.Namespace, cfg: LoopConfig, run_dir: Path, iteration: int, logger: MetricsLogger, device: torch.device) -> None:
+    """Validation loss on every rank; sample videos from the data-parallel rank 0 only."""
+    from cogvideox_sat import distributed
+
+    was_training = engine.training
+    engine.eval()
+    rng = capture_rng_state()  # validation must not change the training run's random stream
+    try:
+        loss = _mean_across_ranks(validation_loss(engine, valid_stream, cfg.eval_iters, device), device)
+        logger.log(iteration, {"val_loss": loss})
+        # the whole model-parallel group of data-parallel rank 0 samples (its VAE may be context
+        # parallel); only its first rank writes files
+        if distributed.get_data_parallel_rank() == 0:
+            batch = move_batch(next(valid_stream), device)
+            write = distributed.get_model_parallel_rank() == 0
+            paths = save_validation_samples(engine, batch, args, run_dir, iteration, logger, write)
+            if write:
+                print(f"validation at {iteration}: loss {loss:.6f}; samples in {paths[0].parent if paths else '-'}", flush=True)
+    finally:
+        from cogvideox_sat.training.rng import restore_rng_state
+
+        restore_rng_state(rng)
+        engine.train(was_training)

@@ -1,0 +1,160 @@
+"""`train(args)`: build data, engine and DeepSpeed from validated args, then run the loop.
+
+Replaces SwissArmyTransformer's `training_main` (see the README for what it gets wrong): exact
+resume (optimizer, LR schedule, RNG, data position), atomic checkpoints, CPU support, a LR that
+never goes negative, unique run folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+
+from cogvideox_sat.registry import allow_any_target
+from cogvideox_sat.training.checkpoint import resume_checkpoint
+from cogvideox_sat.training.data import BatchStream, build_datasets, build_loader
+from cogvideox_sat.training.loop import LoopConfig, LoopState, run_loop
+from cogvideox_sat.training.metrics import MetricsLogger
+from cogvideox_sat.training.rng import restore_rng_state, seed_everything
+from cogvideox_sat.training.schedule import LRSchedule, build_scheduler
+from cogvideox_sat.training.setup import RunPlacement, init_distributed
+from cogvideox_sat.training.weights import is_our_training_run, load_transformer
+
+
+def _broadcast(value: Any) -> Any:
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def resolve_run_dir(args: argparse.Namespace) -> tuple[Path, Optional[Path]]:
+    """(folder this run writes to, folder to resume from or None).
+
+    `args.resume`, or SAT's "mode: pretrain + load = continue training" with a folder of ours,
+    continue in that folder. Otherwise a new `<save>/<experiment_name>-<date>-<time>-<4 hex>`
+    folder (SAT's minute-resolution names collide when two runs start in one minute).
+    """
+    if args.resume:
+        return Path(args.resume), Path(args.resume)
+    if args.mode == "pretrain" and args.load and is_our_training_run(args.load):
+        return Path(args.load), Path(args.load)
+    name = f"{args.experiment_name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    return Path(args.save or "runs") / _broadcast(name), None
+
+
+def optimizer_config(ds_config: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """DeepSpeed's config with the optimizer made runnable here.
+
+    The official sft.yaml names `sat.ops.FusedEmaAdam`, which needs SAT's CUDA build; it maps to
+    DeepSpeed's AdamW with the same hyper-parameters. On CPU DeepSpeed's fused Adam cannot run, so
+    torch's AdamW is used (`torch_adam`).
+    """
+    cfg = copy.deepcopy(ds_config)
+    opt = cfg.setdefault("optimizer", {"type": "AdamW", "params": {}})
+    if str(opt.get("type", "")).startswith("sat."):
+        print(f"optimizer {opt['type']} -> DeepSpeed AdamW with the same parameters", flush=True)
+        opt["type"] = "AdamW"
+    if device.type != "cuda" and opt["type"].lower() in ("adam", "adamw"):
+        opt.setdefault("params", {})["torch_adam"] = True
+    return cfg
+
+
+def param_groups(module: torch.nn.Module) -> list[dict[str, Any]]:
+    """Trainable parameters; biases and norm/scale vectors get no weight decay."""
+    decay, no_decay = [], []
+    for _, p in module.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def exclude_frozen_modules_from_state_dict(engine: torch.nn.Module) -> None:
+    """Keep the frozen VAE and T5 out of every checkpoint DeepSpeed writes.
+
+    DeepSpeed's `exclude_frozen_parameters` drops frozen parameters by name, but T5's tied
+    embedding also appears under a second name (`encoder.embed_tokens.weight`, 131M values for
+    T5-XXL), and buffers are never dropped; removing the whole sub-modules catches both.
+    """
+    prefixes = tuple(engine.frozen_module_prefixes())
+
+    def drop(module: torch.nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+        for key in [k for k in state_dict if k[len(prefix):].startswith(prefixes)]:
+            del state_dict[key]
+
+    engine.register_state_dict_post_hook(drop)
+
+
+def build_engine(args: argparse.Namespace, resume_from: Optional[Path]) -> torch.nn.Module:
+    from cogvideox_sat.engine import SATVideoDiffusionEngine
+
+    with allow_any_target(getattr(args, "allow_any_target", False)):
+        engine = SATVideoDiffusionEngine(args)
+    if args.load and resume_from is None:
+        report = load_transformer(engine, args.load, lenient=args.force_train)
+        print(report.summary(), flush=True)
+    engine.disable_untrainable_params()
+    if not args.save_frozen_weights:
+        exclude_frozen_modules_from_state_dict(engine)
+    return engine
+
+
+def train(args: argparse.Namespace) -> LoopState:
+    placement: RunPlacement = init_distributed(args)
+    # model init is broadcast from rank 0 by DeepSpeed; per-rank seeds give per-rank noise
+    seed_everything(args.seed + placement.dp_rank)
+    run_dir, resume_from = resolve_run_dir(args)
+    if placement.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        print(f"run directory: {run_dir}", flush=True)
+        OmegaConf.save(OmegaConf.create(args.log_config_merged), run_dir / "training_config.yaml")
+
+    # 1. data
+    train_set = build_datasets(args, args.train_data)
+    loader, sampler = build_loader(train_set, args.batch_size, args.num_workers, placement.dp_rank, placement.dp_world_size, args.seed)
+    stream = BatchStream(loader, sampler)
+    valid_stream = None
+    if args.eval_interval and args.valid_data:
+        valid_set = build_datasets(args, args.valid_data)
+        vloader, vsampler = build_loader(valid_set, args.eval_batch_size or args.batch_size, 0, placement.dp_rank, placement.dp_world_size, args.seed + 1)
+        valid_stream = BatchStream(vloader, vsampler)
+
+    # 2. model, optimizer, LR schedule
+    engine = build_engine(args, resume_from)
+    schedule = LRSchedule(args.lr_decay_iters or args.train_iters, args.warmup, args.lr_decay_style, args.lr_decay_ratio)
+    import deepspeed
+
+    ds_engine, _, _, _ = deepspeed.initialize(
+        model=engine,
+        model_parameters=param_groups(engine),
+        config=optimizer_config(args.deepspeed_config, placement.device),
+        lr_scheduler=lambda opt: build_scheduler(opt, schedule),
+        dist_init_required=False,
+    )
+
+    # 3. exact resume: weights, optimizer, scheduler (DeepSpeed), then RNG and data position
+    state = LoopState()
+    if resume_from is not None:
+        client = resume_checkpoint(ds_engine, resume_from)
+        state.iteration = int(client["iteration"])
+        state.skipped.update(client.get("skipped", {}))
+        stream.load_state_dict(client["data"])
+        restore_rng_state(client["rng"])
+        if placement.is_main:
+            print(f"resumed from {resume_from} at iteration {state.iteration}", flush=True)
+
+    logger = MetricsLogger(run_dir, enabled=placement.is_main, use_wandb=args.wandb, wandb_project=args.wandb_project_name)
+    try:
+        return run_loop(ds_engine, stream, valid_stream, args, LoopConfig.from_args(args), state, run_dir, logger, placement.device, stream.state_dict)
+    finally:
+        logger.close()

@@ -1,0 +1,116 @@
+"""Exact resume: N steps straight == N/2 steps, SIGKILL, resume, N/2 more (every logged loss equal).
+
+Runs train_video.py as real processes on the CPU demo model (fp32, ZeRO-1, LoRA)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+N = 12
+SAVE_AT = N // 2
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cogvideox_sat.demo.clips import make_sft_folder
+    from cogvideox_sat.demo.tiny_t5 import make_tiny_t5
+
+    root = tmp_path_factory.mktemp("assets")
+    make_tiny_t5(root / "t5", d_model=32)
+    make_sft_folder(root / "data", n_clips=6, num_frames=9, height=64, width=96, fps=8)
+    return root
+
+
+def overlay(assets: Path, save: Path, **args) -> dict:
+    t5 = {"is_trainable": False, "input_key": "txt", "ucg_rate": 0.1, "target": "cogvideox_sat.conditioner.FrozenT5Embedder",
+          "params": {"model_dir": str(assets / "t5"), "max_length": 16}}
+    return {
+        "model": {"conditioner_config": {"params": {"emb_models": [t5]}}},
+        "args": {"train_data": [str(assets / "data")], "valid_data": None, "eval_interval": None, "save": str(save),
+                 "train_iters": N, "save_interval": SAVE_AT, "log_interval": 1, "num_workers": 0, **args},
+    }
+
+
+def launch(tmp: Path, model: str, extra: dict, *flags: str) -> subprocess.Popen:
+    cfg = tmp / f"overlay-{time.monotonic_ns()}.yaml"
+    cfg.write_text(yaml.safe_dump(extra))
+    cmd = [sys.executable, str(REPO / "train_video.py"), "--base", str(REPO / "configs/demo" / model), str(REPO / "configs/demo/sft_tiny.yaml"), str(cfg), *flags]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def run_dir_of(save: Path) -> Path:
+    (run,) = [p for p in save.iterdir() if p.is_dir()]
+    return run
+
+
+def losses(run: Path) -> dict[int, float]:
+    """Last logged loss per iteration (a resumed run logs again the steps after its checkpoint)."""
+    out = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec:
+            out[rec["iteration"]] = rec["loss"]
+    return out
+
+
+def test_sigkill_and_resume_reproduces_every_loss(assets: Path, tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    out = finish(launch(tmp_path, "tiny_t2v_lora.yaml", overlay(assets, straight)))
+    assert "run directory:" in out
+    expected = losses(run_dir_of(straight))
+    assert sorted(expected) == list(range(1, N + 1))
+    rec = json.loads((run_dir_of(straight) / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"iteration", "loss", "lr", "step_s"} <= set(rec)
+
+    killed = tmp_path / "killed"
+    proc = launch(tmp_path, "tiny_t2v_lora.yaml", overlay(assets, killed))
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        runs = [p for p in killed.iterdir() if p.is_dir()] if killed.exists() else []
+        if runs and (runs[0] / "latest").is_file() and max(losses(runs[0]) or [0]) > SAVE_AT:
+            break
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run = run_dir_of(killed)
+    assert (run / "latest").read_text().strip() == str(SAVE_AT)
+    assert max(losses(run)) < N, "the killed run must not have finished"
+
+    out = finish(launch(tmp_path, "tiny_t2v_lora.yaml", overlay(assets, killed), "--resume", str(run)))
+    assert f"resumed from {run} at iteration {SAVE_AT}" in out
+    resumed = losses(run)
+    assert sorted(resumed) == list(range(1, N + 1))
+    assert resumed == expected  # bit-exact: same data, noise, LR and optimizer state
+
+
+def test_finetune_from_a_checkpoint_starts_at_iteration_zero(assets: Path, tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    finish(launch(tmp_path, "tiny_t2v.yaml", overlay(assets, base, train_iters=2, save_interval=2)))
+    base_run = run_dir_of(base)
+    assert (base_run / "latest").read_text().strip() == "2"
+
+    tuned = tmp_path / "tuned"
+    out = finish(launch(tmp_path, "tiny_t2v_lora.yaml", overlay(assets, tuned, mode="finetune", load=str(base_run), train_iters=2, save_interval=2)))
+    assert "loaded" in out and "missing in checkpoint" not in out
+    assert sorted(losses(run_dir_of(tuned))) == [1, 2]
