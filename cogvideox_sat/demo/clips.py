@@ -10,6 +10,7 @@ decord 0.6 bug (frames come back with 4 or 6 channels); use e.g. 32x40 for tiny 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,14 +56,13 @@ def recipe_for(seed: int) -> ClipRecipe:
     )
 
 
-def render_frames(recipe: ClipRecipe, num_frames: int, height: int, width: int) -> np.ndarray:
-    """uint8 (T, H, W, 3) frames of `recipe`."""
+def iter_frames(recipe: ClipRecipe, num_frames: int, height: int, width: int) -> Iterator[np.ndarray]:
+    """uint8 (H, W, 3) frames of `recipe`, one at a time (long HD clips never sit in memory)."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     bg = np.array(_COLORS[recipe.background], np.float32)
     fg = np.array(_COLORS[recipe.color], np.float32)
     dx, dy = _MOTIONS[recipe.motion]
     size = max(4.0, 0.25 * min(height, width))
-    frames = np.empty((num_frames, height, width, 3), np.uint8)
     for t in range(num_frames):
         phase = t / max(num_frames - 1, 1)
         # 1. a gradient that drifts with time
@@ -78,17 +78,19 @@ def render_frames(recipe: ClipRecipe, num_frames: int, height: int, width: int) 
         else:
             mask = (np.abs(xx - cx) <= size / 2) & (np.abs(yy - cy) <= size / 2)
         img[mask] = fg
-        frames[t] = np.clip(img, 0, 255).astype(np.uint8)
-    return frames
+        yield np.clip(img, 0, 255).astype(np.uint8)
 
 
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """Encode uint8 (T, H, W, 3) frames as an H.264 mp4 (moov atom first, so it streams)."""
+def render_frames(recipe: ClipRecipe, num_frames: int, height: int, width: int) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames of `recipe`."""
+    return np.stack(list(iter_frames(recipe, num_frames, height, width)))
+
+
+def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float) -> Path:
+    """Encode uint8 (H, W, 3) frames (an array (T, H, W, 3) or any iterable of frames) as an
+    H.264 mp4 with the moov atom first, so it streams."""
     import imageio.v2 as imageio
 
-    t, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"yuv420p needs even sizes, got {h}x{w}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = imageio.get_writer(
@@ -103,6 +105,9 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     )
     try:
         for frame in frames:
+            h, w = frame.shape[:2]
+            if h % 2 or w % 2:
+                raise ValueError(f"yuv420p needs even sizes, got {h}x{w}")
             writer.append_data(frame)
     finally:
         writer.close()
@@ -114,7 +119,7 @@ def make_clip(
 ) -> str:
     """Write one synthetic clip to `path`; returns its caption."""
     recipe = recipe_for(seed)
-    write_mp4(path, render_frames(recipe, num_frames, height, width), fps)
+    write_mp4(path, iter_frames(recipe, num_frames, height, width), fps)
     return recipe.caption
 
 
