@@ -1,0 +1,171 @@
+"""Units of the training loop: LR schedule, atomic checkpoints, keep-last, non-finite handling,
+resumable data order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from cogvideox_sat.training.checkpoint import (
+    NonFiniteWeightsError,
+    prune_old,
+    read_latest,
+    save_checkpoint,
+    write_latest,
+)
+from cogvideox_sat.training.data import BatchStream, ResumableShardSampler, build_loader
+from cogvideox_sat.training.loop import LoopConfig, LoopState, NonFiniteLossError, train_step
+from cogvideox_sat.training.schedule import LRSchedule
+
+
+# ---- LR schedule -------------------------------------------------------------------------
+@pytest.mark.parametrize("style", ["linear", "cosine", "exponential", "constant"])
+def test_lr_never_negative_and_warms_up(style: str) -> None:
+    sched = LRSchedule(total_iters=100, warmup_fraction=0.1, style=style, min_ratio=0.1)
+    values = [sched(i) for i in range(0, 130)]
+    assert min(values) >= 0.0
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert all(a <= b + 1e-12 for a, b in zip(values[:9], values[1:10]))  # warmup rises
+    if style == "linear":
+        assert values[100] == 0.0 and values[129] == 0.0  # past the end: stays at zero
+    if style == "cosine":
+        assert values[100] == pytest.approx(0.1)
+
+
+def test_lr_is_a_function_of_the_iteration_only() -> None:
+    sched = LRSchedule(total_iters=50, warmup_fraction=0.0, style="linear")
+    assert sched(25) == pytest.approx(0.5) and sched(0) == 1.0
+
+
+# ---- checkpoints -------------------------------------------------------------------------
+class FakeDeepSpeed:
+    """Writes the tag folder like DeepSpeed; `fail` simulates a save killed halfway."""
+
+    def __init__(self, module: torch.nn.Module, fail: bool = False):
+        self.module, self.fail = module, fail
+
+    def save_checkpoint(self, folder, tag, client_state, save_latest, exclude_frozen_parameters):
+        assert save_latest is False  # `latest` is ours to move, atomically, afterwards
+        (Path(folder) / tag).mkdir(parents=True, exist_ok=True)
+        if self.fail:
+            raise KeyboardInterrupt("killed mid-save")
+        torch.save({"module": self.module.state_dict(), **client_state}, Path(folder) / tag / "mp_rank_00_model_states.pt")
+
+
+def test_save_killed_halfway_keeps_previous_latest(tmp_path: Path) -> None:
+    module = torch.nn.Linear(2, 2)
+    save_checkpoint(FakeDeepSpeed(module), tmp_path, 10, {})
+    assert read_latest(tmp_path) == "10"
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(FakeDeepSpeed(module, fail=True), tmp_path, 20, {})
+    assert read_latest(tmp_path) == "10"
+    assert (tmp_path / "10" / "mp_rank_00_model_states.pt").is_file()
+
+
+def test_non_finite_weights_are_never_saved(tmp_path: Path) -> None:
+    module = torch.nn.Linear(2, 2)
+    save_checkpoint(FakeDeepSpeed(module), tmp_path, 1, {})
+    with torch.no_grad():
+        module.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteWeightsError, match="NaN/Inf"):
+        save_checkpoint(FakeDeepSpeed(module), tmp_path, 2, {})
+    assert read_latest(tmp_path) == "1" and not (tmp_path / "2").exists()
+
+
+def test_keep_last_k(tmp_path: Path) -> None:
+    module = torch.nn.Linear(2, 2)
+    for it in (5, 10, 15, 20):
+        save_checkpoint(FakeDeepSpeed(module), tmp_path, it, {}, keep_last=2)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["15", "20"]
+    assert read_latest(tmp_path) == "20"
+
+
+def test_prune_never_removes_latest(tmp_path: Path) -> None:
+    for tag in ("1", "2", "3"):
+        (tmp_path / tag).mkdir()
+    write_latest(tmp_path, "1")
+    assert prune_old(tmp_path, 1) == [2]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["1", "3"]
+
+
+# ---- non-finite losses -------------------------------------------------------------------
+class FakeEngine:
+    def __init__(self, losses: list[float], accumulation: int = 1):
+        self.losses = list(losses)
+        self.accumulation = accumulation
+        self.backwards = 0
+        self.steps = 0
+        self.module = SimpleNamespace(shared_step=self._shared_step)
+
+    def _shared_step(self, batch):
+        return torch.tensor(self.losses.pop(0)), {}
+
+    def gradient_accumulation_steps(self) -> int:
+        return self.accumulation
+
+    def backward(self, loss):
+        self.backwards += 1
+
+    def step(self):
+        self.steps += 1
+
+
+def _cfg(max_bad: int = 3) -> LoopConfig:
+    return LoopConfig(train_iters=10, log_interval=1, save_interval=None, eval_interval=None, eval_iters=1, exit_interval=None, max_nonfinite_in_row=max_bad)
+
+
+def test_non_finite_batch_is_skipped_without_update(capsys: pytest.CaptureFixture) -> None:
+    engine, state = FakeEngine([float("nan"), 2.0]), LoopState()
+    loss = train_step(engine, iter([{}] * 5), torch.device("cpu"), 0, state, _cfg())
+    assert loss == 2.0 and engine.backwards == 1 and engine.steps == 1
+    assert state.skipped["nonfinite"] == 1 and state.nonfinite_in_row == 0
+    assert "non-finite loss" in capsys.readouterr().out
+
+
+def test_too_many_non_finite_in_a_row_stops() -> None:
+    engine, state = FakeEngine([float("inf")] * 3), LoopState()
+    with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row"):
+        train_step(engine, iter([{}] * 5), torch.device("cpu"), 7, state, _cfg(3))
+    assert engine.backwards == 0
+
+
+def test_gradient_accumulation_averages_micro_losses() -> None:
+    engine, state = FakeEngine([1.0, 3.0], accumulation=2), LoopState()
+    assert train_step(engine, iter([{}] * 2), torch.device("cpu"), 0, state, _cfg()) == 2.0
+    assert engine.backwards == 2
+
+
+# ---- data order --------------------------------------------------------------------------
+def test_shards_are_disjoint_and_cover_the_epoch() -> None:
+    shards = [list(ResumableShardSampler(10, rank, 2, seed=3)) for rank in (0, 1)]
+    assert not set(shards[0]) & set(shards[1])
+    assert sorted(shards[0] + shards[1]) == list(range(10))
+
+
+def test_batch_stream_resumes_mid_epoch_and_across_epochs() -> None:
+    data = list(range(7))
+    loader, sampler = build_loader(data, batch_size=2, num_workers=0, rank=0, world_size=1, seed=5)
+    straight = BatchStream(loader, sampler)
+    expected = [next(straight).tolist() for _ in range(8)]  # crosses two epoch boundaries
+
+    loader, sampler = build_loader(data, batch_size=2, num_workers=0, rank=0, world_size=1, seed=5)
+    first = BatchStream(loader, sampler)
+    got = [next(first).tolist() for _ in range(4)]
+    state = first.state_dict()
+    loader, sampler = build_loader(data, batch_size=2, num_workers=0, rank=0, world_size=1, seed=5)
+    resumed = BatchStream(loader, sampler)
+    resumed.load_state_dict(state)
+    got += [next(resumed).tolist() for _ in range(4)]
+    assert got == expected
+    assert expected[0] != expected[3]  # shuffled per epoch
+
+
+def test_creating_a_loader_iterator_does_not_touch_the_global_rng() -> None:
+    loader, sampler = build_loader(list(range(4)), 2, 0, 0, 1, seed=1)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    next(iter(loader))
+    assert torch.equal(before, torch.get_rng_state())
