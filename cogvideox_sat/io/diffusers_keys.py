@@ -35,6 +35,12 @@ LAYER_RENAMES: dict[str, str] = {
     "mlp.dense_4h_to_h": "ff.net.2",
 }
 DROPPED = ("transformer.position_embeddings.weight",)
+LORA_TARGETS: dict[str, tuple[str, ...]] = {
+    "attention.query_key_value": ("attn1.to_q", "attn1.to_k", "attn1.to_v"),
+    "attention.dense": ("attn1.to_out.0",),
+    "mlp.dense_h_to_4h": ("ff.net.0.proj",),
+    "mlp.dense_4h_to_h": ("ff.net.2",),
+}
 # adaLN chunk order in SAT: image (shift, scale, gate) x (msa, mlp), then text the same
 _NORM1_CHUNKS = (0, 1, 2, 6, 7, 8)
 _NORM2_CHUNKS = (3, 4, 5, 9, 10, 11)
@@ -102,3 +108,24 @@ def _convert(key: str, value: torch.Tensor, patch: tuple[int, ...], out: dict[st
         return kind
     return None
 
+
+
+def sat_lora_to_diffusers(state_dict: Mapping[str, torch.Tensor], lora_alpha: float) -> dict[str, torch.Tensor]:
+    """SAT adapters (`transformer.layers.N.<target>.matrix_{A,B}.i`) -> diffusers/PEFT
+    `transformer_blocks.N.<module>.lora_{A,B}.weight`, `lora_alpha / r` folded into lora_B.
+    Base weights are not included. Raises on adapter keys of unknown targets."""
+    out: dict[str, torch.Tensor] = {}
+    pattern = re.compile(r"transformer\.layers\.(\d+)\.(.+)\.matrix_([AB])\.(\d+)")
+    for key, value in state_dict.items():
+        match = pattern.fullmatch(key)
+        if match is None:
+            continue
+        layer, target, kind, part = match.groups()
+        if target not in LORA_TARGETS:
+            raise KeyError(f"no diffusers module for LoRA target {target!r} ({key})")
+        module = LORA_TARGETS[target][int(part)]
+        if kind == "B":
+            rank = value.shape[1]
+            value = value * (lora_alpha / rank)
+        out[f"transformer_blocks.{layer}.{module}.lora_{kind}.weight"] = value
+    return out
