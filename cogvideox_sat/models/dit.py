@@ -72,6 +72,8 @@ class DiffusionTransformer(nn.Module):
         super().__init__()
         self.transformer_args = TransformerArgs.from_config(transformer_args)
         self._check_overrides(num_layers, hidden_size, num_attention_heads, parallel_output)
+        if ofs_embed_dim is not None and ofs_embed_dim != (time_embed_dim or hidden_size):
+            raise ValueError(f"ofs_embed_dim {ofs_embed_dim} must equal time_embed_dim: the ofs embedding is added to it")
         if input_time != "adaln":
             raise ValueError(f"input_time={input_time!r}: only 'adaln' exists in CogVideoX")
         self.patch_size = to_patch_size(patch_size)

@@ -21,6 +21,7 @@ from torch import nn
 
 from .attention import attention
 from .norms import block_norm
+from .rope import Rotary
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -52,7 +53,7 @@ class SelfAttention(nn.Module):
         hidden: torch.Tensor,
         query_norm: TensorFn | None = None,
         key_norm: TensorFn | None = None,
-        rotary: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        rotary: Rotary | None = None,
     ) -> torch.Tensor:
         b, s, _ = hidden.shape
         # 1. Project and split heads: (b, s, 3 * hidden) -> 3 x (b, s, heads, head_dim), q|k|v thirds
@@ -63,6 +64,8 @@ class SelfAttention(nn.Module):
         # 3. RoPE on image tokens (text rows are identity)
         if rotary is not None:
             q, k = rotary(q), rotary(k)
+            if rotary.rotate_value:  # official rot_v
+                v = rotary(v)
         # 4. Attention over (b, heads, s, head_dim)
         dropout = self.attention_dropout if self.training else 0.0
         out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout, self.backend)

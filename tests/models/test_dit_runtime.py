@@ -143,3 +143,19 @@ def test_official_loss_and_sampler_extras_are_accepted():
         a = model(**inputs("5b"))
         b = model(**inputs("5b"), idx=torch.tensor([3, 4]), scale_emb=None)
     assert torch.equal(a, b)
+
+
+def test_rot_v_also_rotates_values():
+    cfg = network_config("5b")
+    model = build("5b", seed=5).eval()
+    cfg["params"]["modules"]["pos_embed_config"]["params"]["rot_v"] = True
+    rotated = instantiate_from_config(cfg).eval()
+    rotated.load_state_dict(model.state_dict(), strict=True)
+    kwargs = inputs("5b")
+    with torch.no_grad():
+        assert (rotated(**kwargs) - model(**kwargs)).abs().max() > 1e-4
+
+
+def test_ofs_width_must_match_time_embedding():
+    with pytest.raises(ValueError, match="ofs_embed_dim"):
+        instantiate_from_config(network_config("1.5_i2v", ofs_embed_dim=16))
