@@ -32,6 +32,7 @@ class ClipSpec:
     skip_frms_num: float  # frames ignored at both ends (scene transitions)
     fps_sampling: str = "official"  # "official" SFT rule or "exact" fps
     max_frame_side: int = 8192  # frames with a larger side are rejected as too large
+    resize: str = "bicubic"  # transforms.RESIZE_MODES
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def load_clip(
     # 4. (T, H, W, C) -> (T, C, H, W), resize + crop, pad with the last frame (the official code
     #    padded first; resizing is per frame, so padding after gives the same pixels for less work)
     video = torch.from_numpy(frames).permute(0, 3, 1, 2)
-    video = resize_center_crop(video, spec.size)
+    video = resize_center_crop(video, spec.size, spec.resize)
     return Clip(frames=pad_last_frame(video, spec.num_frames).contiguous(), num_frames=num_frames)
 
 

@@ -21,7 +21,8 @@ Differences, on purpose:
   `allow_empty_caption: true` for that);
 - files are listed in sorted order (the official order was the filesystem's).
 Additions: the diffusers layout (prompts.txt + videos.txt [+ images.txt]), `with_image` (I2V
-first frame as `image`, (1, C, H, W) in [-1, 1]), `fps_sampling: exact`, `buckets`, and
+first frame as `image`, (1, C, H, W) in [-1, 1]), `fps_sampling: exact`, `resize: bilinear`
+(much faster, not the official pixels), `buckets`, and
 `latent_cache` (cached items: see `SFTDataset` below and latent_cache.py).
 """
 
@@ -43,7 +44,7 @@ from cogvideox_sat.data.hashing import HashMemo, digest_of
 from cogvideox_sat.data.latent_cache import LatentCache
 from cogvideox_sat.data.layouts import FolderIndex, index_folder, read_caption
 from cogvideox_sat.data.skips import BadSample, NoUsableSamples, SkipCounter, format_counts, report_skip
-from cogvideox_sat.data.transforms import resize_center_crop, to_unit_range
+from cogvideox_sat.data.transforms import RESIZE_MODES, resize_center_crop, to_unit_range
 
 PIXEL_PIPELINE_VERSION = 1  # bump when decoding/sampling/resizing changes the pixels (invalidates caches)
 
@@ -71,6 +72,7 @@ class SFTDataset(Dataset):
         skip_frms_num: float = 3,
         layout: str = "auto",
         fps_sampling: str = "official",
+        resize: str = "bicubic",
         buckets: Sequence[Sequence[int]] | None = None,
         with_image: bool = False,
         allow_empty_caption: bool = False,
@@ -85,12 +87,15 @@ class SFTDataset(Dataset):
         super().__init__()
         if fps_sampling not in FPS_SAMPLING:
             raise ValueError(f"fps_sampling must be one of {FPS_SAMPLING}, got {fps_sampling!r}")
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         self.data_dir = str(data_dir)
         self.video_size = (int(video_size[0]), int(video_size[1]))
         self.fps = fps
         self.max_num_frames = int(max_num_frames)
         self.skip_frms_num = skip_frms_num
         self.fps_sampling = fps_sampling
+        self.resize = resize
         self.with_image = with_image
         self.allow_empty_caption = allow_empty_caption
         self.max_file_bytes = int(max_file_mb * 2**20)
@@ -147,8 +152,10 @@ class SFTDataset(Dataset):
         """How sample `i` becomes pixels (its bucket's shape when bucketing)."""
         if self.bucket_ids is not None:
             frames, h, w = self.buckets[int(self.bucket_ids[i])]
-            return ClipSpec((h, w), float(self.fps), frames, self.skip_frms_num, "exact", self.max_frame_side)
-        return ClipSpec(self.video_size, float(self.fps), self.max_num_frames, self.skip_frms_num, self.fps_sampling, self.max_frame_side)
+            size, num_frames, fps_sampling = (h, w), frames, "exact"
+        else:
+            size, num_frames, fps_sampling = self.video_size, self.max_num_frames, self.fps_sampling
+        return ClipSpec(size, float(self.fps), num_frames, self.skip_frms_num, fps_sampling, self.max_frame_side, self.resize)
 
     def caption(self, i: int) -> str:
         """Caption of sample `i`; BadSample('captionless') when empty and not allowed."""
@@ -187,6 +194,7 @@ class SFTDataset(Dataset):
                     "num_frames": spec.num_frames,
                     "skip_frms_num": float(spec.skip_frms_num),
                     "sampling": "bucket" if self.bucket_ids is not None else spec.fps_sampling,
+                    "resize": spec.resize,
                     "version": PIXEL_PIPELINE_VERSION,
                 },
             }
@@ -239,7 +247,7 @@ class SFTDataset(Dataset):
                 pixels = np.asarray(img.convert("RGB"))
         except (OSError, UnidentifiedImageError, ValueError) as err:
             raise BadSample("corrupt", path, str(err)) from None
-        return resize_center_crop(torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None], spec.size)
+        return resize_center_crop(torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None], spec.size, spec.resize)
 
     def _fallbacks(self, index: int) -> Iterator[int]:
         """`index`, then the following samples (same bucket), skipping known-bad ones."""

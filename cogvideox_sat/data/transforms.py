@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 _CHUNK = 8  # frames resized at a time (bounds the float32 copy)
+RESIZE_MODES = ("bicubic", "bilinear")
 
 
 def resize_size(height: int, width: int, target: tuple[int, int]) -> tuple[int, int]:
@@ -22,12 +23,20 @@ def resize_size(height: int, width: int, target: tuple[int, int]) -> tuple[int, 
     return int(height * tw / width), tw
 
 
-def resize_center_crop(frames: torch.Tensor, target: tuple[int, int]) -> torch.Tensor:
-    """uint8 (T, C, H, W) -> uint8 (T, C, th, tw): bicubic resize keeping the aspect ratio, center crop."""
-    # 1. Resize (skipped when the size already matches: bicubic at scale 1 is the identity)
+def resize_center_crop(frames: torch.Tensor, target: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
+    """uint8 (T, C, H, W) -> uint8 (T, C, th, tw): resize keeping the aspect ratio, center crop.
+
+    mode "bicubic": the official pixels (antialiased bicubic in float32, rounded to uint8);
+    "bilinear": antialiased bilinear straight on uint8 (torch's vectorised kernel, about 20x
+    faster at 720p, slightly softer pixels) for when the loader cannot keep up.
+    """
+    # 1. Resize (skipped when the size already matches: resampling at scale 1 is the identity)
     t, c, h, w = frames.shape
     rh, rw = resize_size(h, w, target)
-    if (rh, rw) != (h, w):
+    if (rh, rw) != (h, w) and mode == "bilinear":
+        x = frames.contiguous(memory_format=torch.channels_last)
+        frames = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
+    elif (rh, rw) != (h, w):
         chunks = []
         for i in range(0, t, _CHUNK):
             x = frames[i : i + _CHUNK].float()
@@ -37,7 +46,7 @@ def resize_center_crop(frames: torch.Tensor, target: tuple[int, int]) -> torch.T
     # 2. Center crop
     th, tw = target
     top, left = (rh - th) // 2, (rw - tw) // 2
-    return frames[:, :, top : top + th, left : left + tw]
+    return frames[:, :, top : top + th, left : left + tw].contiguous()
 
 
 def to_unit_range(frames: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ from cogvideox_sat.data.buckets import choose_bucket, parse_buckets
 from cogvideox_sat.data.clip import ClipSpec, IndexRule, bucket_rule, load_clip, probe, webdataset_rule
 from cogvideox_sat.data.shards import RawSample, assign_shards, expand_shards, iter_shard
 from cogvideox_sat.data.skips import BadSample, NoUsableSamples, SkipCounter, format_counts, report_skip
-from cogvideox_sat.data.transforms import to_unit_range
+from cogvideox_sat.data.transforms import RESIZE_MODES, to_unit_range
 
 VIDEO_EXTS = ("mp4", "avi", "mov", "mkv", "webm")
 
@@ -57,6 +57,7 @@ class VideoDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         buckets: Sequence[Sequence[int]] | None = None,
+        resize: str = "bicubic",
         allow_empty_caption: bool = False,
         max_file_mb: float = 4096.0,
         max_frame_side: int = 8192,
@@ -75,6 +76,9 @@ class VideoDataset(IterableDataset):
         self.shuffle_buffer = max(int(shuffle_buffer), 1)
         self.txt_key = txt_key
         self.buckets = parse_buckets(buckets) if buckets else None
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+        self.resize = resize
         self.allow_empty_caption = allow_empty_caption
         self.max_file_bytes = int(max_file_mb * 2**20)
         self.max_frame_side = int(max_frame_side)
@@ -170,7 +174,7 @@ class VideoDataset(IterableDataset):
 
     def _spec_and_rule(self, video: bytes, name: str, meta: dict, duration: float | None, rng: random.Random) -> tuple[ClipSpec, IndexRule]:
         if self.buckets is None:
-            spec = ClipSpec(self.image_size, float(self.fps), self.num_frames, self.skip_frms_num, "exact", self.max_frame_side)
+            spec = ClipSpec(self.image_size, float(self.fps), self.num_frames, self.skip_frms_num, "exact", self.max_frame_side, self.resize)
             return spec, webdataset_rule(spec, duration, rng)
         info, h, w = probe(video, name, self.decode_timeout_s, self.max_frame_side)
         avail = sampling.available_frames(info.num_frames, info.fps, float(self.fps), self.skip_frms_num)
@@ -178,7 +182,7 @@ class VideoDataset(IterableDataset):
         if bucket is None:
             raise BadSample("too_short", name, f"{avail} frames at {self.fps} fps fit no bucket")
         frames, bh, bw = self.buckets[bucket]
-        spec = ClipSpec((bh, bw), float(self.fps), frames, self.skip_frms_num, "exact", self.max_frame_side)
+        spec = ClipSpec((bh, bw), float(self.fps), frames, self.skip_frms_num, "exact", self.max_frame_side, self.resize)
         return spec, bucket_rule(spec, rng)
 
     def _require_usable(self) -> None:

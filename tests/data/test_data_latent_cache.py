@@ -108,6 +108,8 @@ def test_changed_preprocessing_invalidates_everything(sft_folder, tmp_path):
         SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), **{**PARAMS, "video_size": [16, 16]})
     with pytest.raises(NoUsableSamples, match="not_cached=4"):
         SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), **{**PARAMS, "fps_sampling": "exact"})
+    with pytest.raises(NoUsableSamples, match="not_cached=4"):
+        SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), **{**PARAMS, "resize": "bilinear"})
 
 
 def test_renamed_file_keeps_its_entry(sft_folder, tmp_path):

@@ -149,3 +149,19 @@ def test_resize_matches_torchvision_when_available():
         rh, rw = ref.shape[-2:]
         top, left = (rh - target[0]) // 2, (rw - target[1]) // 2
         assert torch.equal(resize_center_crop(frames, target), ref[..., top : top + target[0], left : left + target[1]])
+
+
+def test_fast_bilinear_resize_is_close_to_official():
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(3, 3, 12, 20, generator=g), size=(90, 150), mode="bilinear")
+    frames = (smooth * 255).round().to(torch.uint8)
+    exact = resize_center_crop(frames, (32, 48))
+    fast = resize_center_crop(frames, (32, 48), mode="bilinear")
+    assert fast.shape == exact.shape == (3, 3, 32, 48) and fast.dtype == torch.uint8
+    diff = (fast.float() - exact.float()).abs()
+    assert 0 < diff.mean() < 4.0 and diff.max() < 32  # a softer kernel, not different content
+
+
+def test_resize_mode_is_checked(sft_folder):
+    with pytest.raises(ValueError, match="resize must be one of"):
+        SFTDataset(str(sft_folder), resize="nearest", **OFFICIAL_PARAMS)
