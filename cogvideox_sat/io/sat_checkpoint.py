@@ -12,6 +12,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,6 +21,22 @@ from .load_report import LoadReport, load_state_dict_with_report
 
 MODEL_STATES = "mp_rank_00_model_states.pt"
 DIT_PREFIX = "model.diffusion_model."
+
+
+def _numpy_array_globals() -> list:
+    """What DeepSpeed/SAT checkpoints need beyond tensors: numpy arrays (the saved numpy RNG
+    state). Rebuilding an array runs no file-supplied code, so they are safe to allow."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [
+        np.ndarray,
+        np.dtype,
+        type(np.dtype(np.uint32)),
+        _reconstruct,
+        (_reconstruct, "numpy.core.multiarray._reconstruct"),  # pickled under numpy 1
+    ]
 
 
 def resolve_checkpoint_file(load_dir: str | os.PathLike[str], iteration: int | str | None = None) -> Path:
@@ -47,15 +64,17 @@ def resolve_checkpoint_file(load_dir: str | os.PathLike[str], iteration: int | s
 def read_module_state(path: str | os.PathLike[str], weights_only: bool = True) -> dict[str, torch.Tensor]:
     """The `module` state dict of a model-states file (memory-mapped when the format allows).
 
-    `weights_only=True` refuses pickled Python objects; files that hold them (some DeepSpeed
-    client states) need `weights_only=False`, which runs code from the file: trusted files only.
+    `weights_only=True` refuses pickled Python objects other than tensors, containers and numpy
+    arrays (DeepSpeed client states hold the numpy RNG state); anything else needs
+    `weights_only=False`, which can run code from the file: trusted files only.
     """
-    try:
-        states = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
-    except RuntimeError as err:
-        if "mmap" not in str(err):
-            raise
-        states = torch.load(path, map_location="cpu", weights_only=weights_only)  # legacy (non-zip) format
+    with torch.serialization.safe_globals(_numpy_array_globals()):
+        try:
+            states = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            states = torch.load(path, map_location="cpu", weights_only=weights_only)  # legacy (non-zip) format
     if isinstance(states, dict) and "module" in states:
         states = states["module"]
     if not isinstance(states, dict):

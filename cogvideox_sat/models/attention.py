@@ -13,6 +13,7 @@ Backends (`transformer_args.attention_backend`):
 from __future__ import annotations
 
 import contextlib
+import inspect
 from functools import lru_cache
 
 import torch
@@ -35,6 +36,10 @@ _HOPPER_PRIORITY = [
 ]
 
 
+# torch >= 2.6 can reorder backends; older versions keep their own order under "auto"
+_SET_PRIORITY = "set_priority" in inspect.signature(sdpa_kernel).parameters
+
+
 @lru_cache(maxsize=None)
 def _prefers_cudnn(device_index: int) -> bool:
     major, _ = torch.cuda.get_device_capability(device_index)
@@ -44,7 +49,7 @@ def _prefers_cudnn(device_index: int) -> bool:
 def _kernel_context(backend: str, device: torch.device) -> contextlib.AbstractContextManager[None]:
     if backend in _ONLY:
         return sdpa_kernel(_ONLY[backend])
-    if backend == "auto" and device.type == "cuda" and _prefers_cudnn(device.index or 0):
+    if backend == "auto" and device.type == "cuda" and _SET_PRIORITY and _prefers_cudnn(device.index or 0):
         return sdpa_kernel(_HOPPER_PRIORITY, set_priority=True)
     return contextlib.nullcontext()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 import torch
 
@@ -13,11 +16,20 @@ PREFIX = "model.diffusion_model."
 
 
 def save_sat(folder, state: dict, iteration: int = 1, extra: dict | None = None):
-    """Write `state` as SAT would: prefixed keys in `module`, plus other sub-models' keys."""
+    """Write `state` as SAT/DeepSpeed would: prefixed keys in `module` plus other sub-models'
+    keys, and client state with RNG states (numpy's holds an array) and DeepSpeed metadata."""
     module = {PREFIX + k: v for k, v in state.items()}
     module.update(extra or {})
     (folder / str(iteration)).mkdir(parents=True)
-    torch.save({"module": module, "iteration": iteration}, folder / str(iteration) / "mp_rank_00_model_states.pt")
+    client = {
+        "iteration": iteration,
+        "np_rng_state": np.random.get_state(),
+        "random_rng_state": random.getstate(),
+        "torch_rng_state": torch.get_rng_state(),
+        "ds_config": {"train_micro_batch_size_per_gpu": 1},
+        "ds_version": "0.15.3",
+    }
+    torch.save({"module": module, **client}, folder / str(iteration) / "mp_rank_00_model_states.pt")
     (folder / "latest").write_text(f"{iteration}\n")
     return folder
 
@@ -125,3 +137,18 @@ def test_wrong_prefix_reports_everything_missing(tmp_path, source):
     model = instantiate_from_config(network_config("5b"))
     report = load_sat_checkpoint(model, tmp_path, prefix="model.", strict=False)
     assert report.loaded == 0 and len(report.unexpected) == len(source.state_dict())
+
+
+def test_pickled_objects_need_explicit_trust(tmp_path, source):
+    import argparse
+    import pickle
+
+    save_sat(tmp_path, source.state_dict())
+    path = tmp_path / "1" / "mp_rank_00_model_states.pt"
+    states = torch.load(path, weights_only=False)
+    states["args"] = argparse.Namespace(lr=1e-4)  # arbitrary pickled object
+    torch.save(states, path)
+    model = instantiate_from_config(network_config("5b"))
+    with pytest.raises(pickle.UnpicklingError):
+        load_sat_checkpoint(model, tmp_path)
+    assert load_sat_checkpoint(model, tmp_path, weights_only=False).ok
