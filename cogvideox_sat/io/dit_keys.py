@@ -27,7 +27,7 @@ def adapt_dit_state_dict(
     at init)."""
     adapted = dict(state_dict)
     renames: list[tuple[str, str, str]] = []
-    fresh_ok: set[str] = set()
+    keep_ok: set[str] = set()
 
     # 1. Conv2d patch projection -> Linear
     weight, target = adapted.get(PATCH_PROJ), model_state.get(PATCH_PROJ)
@@ -45,5 +45,5 @@ def adapt_dit_state_dict(
             adapted[key] = adapted.pop(base)
             renames.append((base, key, "base weight into LoRA"))
             layer = key.split(_ORIGINAL, 1)[0]
-            fresh_ok.update(k for k in model_state if k.startswith(f"{layer}.matrix_"))
-    return adapted, renames, fresh_ok
+            keep_ok.update(k for k in model_state if k.startswith(f"{layer}.matrix_"))
+    return adapted, renames, keep_ok

@@ -34,7 +34,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     remapped: list[tuple[str, str, str]] = field(default_factory=list)  # (checkpoint key, model key, why)
-    fresh: list[str] = field(default_factory=list)  # model keys kept at init on purpose
+    kept: list[str] = field(default_factory=list)  # model keys absent on purpose: they keep their values
     ignored: dict[str, int] = field(default_factory=dict)  # other prefixes -> number of keys
 
     @property
@@ -55,7 +55,7 @@ class LoadReport:
         block("unexpected in checkpoint", self.unexpected)
         block("shape mismatch (checkpoint vs model)", [f"{k}: {a} vs {b}" for k, a, b in self.mismatched])
         block("renamed", [f"{a} -> {b} ({why})" for a, b, why in self.remapped])
-        block("kept at initialisation", self.fresh)
+        block("not in checkpoint, kept as they are (allowed)", self.kept)
         if self.ignored:
             lines.append("ignored other sub-models: " + ", ".join(f"{p}* ({n})" for p, n in sorted(self.ignored.items())))
         if any(".matrix_A." in k or ".original." in k for k in self.unexpected):
@@ -67,21 +67,25 @@ def load_state_dict_with_report(
     module: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
     strict: bool = True,
-    fresh_ok: Iterable[str] = (),
+    keep_ok: Iterable[str] = (),
+    required: Iterable[str] | None = None,
     report: LoadReport | None = None,
 ) -> LoadReport:
     """Copy matching tensors into `module` and report every difference.
 
-    `fresh_ok`: model keys that may be absent (recorded as `fresh`, e.g. new LoRA adapters on a
-    base checkpoint). Strict: raise `CheckpointMismatchError` before changing anything if
-    anything is missing, unexpected or of the wrong shape. Lenient: load what matches.
+    A model key absent from `state_dict` is *missing* unless it is in `keep_ok` (e.g. new LoRA
+    adapters on a base checkpoint) or `required` is given and does not contain it (a checkpoint
+    of only the trained tensors); such keys are recorded as `kept` and keep their values.
+    Strict: raise `CheckpointMismatchError` before changing anything if anything is missing,
+    unexpected or of the wrong shape. Lenient: load what matches.
     """
     report = report if report is not None else LoadReport()
     expected = module.state_dict()
-    fresh_ok = set(fresh_ok)
+    keep_ok = set(keep_ok)
+    required = set(expected) if required is None else set(required)
     for key, target in expected.items():
         if key not in state_dict:
-            (report.fresh if key in fresh_ok else report.missing).append(key)
+            (report.missing if key in required and key not in keep_ok else report.kept).append(key)
         elif tuple(state_dict[key].shape) != tuple(target.shape):
             report.mismatched.append((key, tuple(state_dict[key].shape), tuple(target.shape)))
     report.unexpected.extend(k for k in state_dict if k not in expected)

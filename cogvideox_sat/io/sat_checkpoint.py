@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -98,16 +99,19 @@ def load_sat_checkpoint(
     strict: bool = True,
     iteration: int | str | None = None,
     weights_only: bool = True,
+    required: Iterable[str] | None = None,
 ) -> LoadReport:
     """Load a released/SAT-saved checkpoint into `model` (a `DiffusionTransformer` by default).
 
     Keys under `prefix` are loaded, other sub-models' keys are counted and ignored. Conv-layout
     patch embeddings are reshaped and base weights go into LoRA-wrapped layers (see
-    `dit_keys`). Strict (default): raises `CheckpointMismatchError` listing every missing,
-    unexpected or mis-shaped key before touching the model; lenient: loads what matches.
+    `dit_keys`). `required`: the model keys the checkpoint must hold when it holds only some
+    (e.g. the adapters of a LoRA-only save, loaded over base weights); default all.
+    Strict (default): raises `CheckpointMismatchError` listing every missing, unexpected or
+    mis-shaped key before touching the model; lenient: loads what matches.
     """
     path = resolve_checkpoint_file(load_dir, iteration)
     state, ignored = split_prefix(read_module_state(path, weights_only=weights_only), prefix)
-    adapted, renames, fresh_ok = adapt_dit_state_dict(state, model.state_dict())
+    adapted, renames, keep_ok = adapt_dit_state_dict(state, model.state_dict())
     report = LoadReport(source=str(path), remapped=renames, ignored=ignored)
-    return load_state_dict_with_report(model, adapted, strict=strict, fresh_ok=fresh_ok, report=report)
+    return load_state_dict_with_report(model, adapted, strict=strict, keep_ok=keep_ok, required=required, report=report)

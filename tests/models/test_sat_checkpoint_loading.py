@@ -103,7 +103,7 @@ def test_base_checkpoint_into_lora_model(tmp_path, source):
     report = load_sat_checkpoint(model, tmp_path)
     assert report.ok
     assert ("transformer.layers.1.attention.dense.weight", "transformer.layers.1.attention.dense.original.weight", "base weight into LoRA") in report.remapped
-    assert "transformer.layers.0.attention.query_key_value.matrix_A.2" in report.fresh
+    assert "transformer.layers.0.attention.query_key_value.matrix_A.2" in report.kept
     kwargs = inputs("5b")
     with torch.no_grad():
         assert torch.equal(model(**kwargs), source(**kwargs))
@@ -113,7 +113,7 @@ def test_lora_checkpoint_roundtrip_and_into_plain_model_fails(tmp_path):
     lora = randomize_(instantiate_from_config(network_config("5b", lora={"r": 4})), seed=2)
     save_sat(tmp_path, lora.state_dict())
     again = instantiate_from_config(network_config("5b", lora={"r": 4}))
-    assert load_sat_checkpoint(again, tmp_path).ok and not load_sat_checkpoint(again, tmp_path).fresh
+    assert load_sat_checkpoint(again, tmp_path).ok and not load_sat_checkpoint(again, tmp_path).kept
     plain = instantiate_from_config(network_config("5b"))
     with pytest.raises(CheckpointMismatchError, match="LoRA tensors"):
         load_sat_checkpoint(plain, tmp_path)
@@ -152,3 +152,23 @@ def test_pickled_objects_need_explicit_trust(tmp_path, source):
     with pytest.raises(pickle.UnpicklingError):
         load_sat_checkpoint(model, tmp_path)
     assert load_sat_checkpoint(model, tmp_path, weights_only=False).ok
+
+
+def test_checkpoint_of_only_trained_tensors_loads_over_base_weights(tmp_path, source):
+    from cogvideox_sat.models.lora import lora_parameter_names
+
+    trained = randomize_(instantiate_from_config(network_config("5b", lora={"r": 4})), seed=9)
+    names = lora_parameter_names(trained)
+    save_sat(tmp_path / "base", source.state_dict())
+    save_sat(tmp_path / "lora", {k: v for k, v in trained.state_dict().items() if k in names})
+    model = instantiate_from_config(network_config("5b", lora={"r": 4}))
+    load_sat_checkpoint(model, tmp_path / "base")
+    with pytest.raises(CheckpointMismatchError):
+        load_sat_checkpoint(model, tmp_path / "lora")  # without `required`, base keys count as missing
+    report = load_sat_checkpoint(model, tmp_path / "lora", required=names)
+    assert report.ok and report.loaded == len(names) == 8 * 2
+    state = model.state_dict()
+    assert torch.equal(state[names[0]], trained.state_dict()[names[0]])
+    assert torch.equal(state["time_embed.0.weight"], source.state_dict()["time_embed.0.weight"])
+    with pytest.raises(CheckpointMismatchError):
+        load_sat_checkpoint(model, tmp_path / "lora", required=[*names, "time_embed.0.weight"])
