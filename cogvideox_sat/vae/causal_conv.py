@@ -7,32 +7,11 @@ caller's `TimeContext`'s business, not this layer's.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
+from cogvideox_sat.vae.slicing import causal_conv_over_time, per_frame_over_time
 from cogvideox_sat.vae.time_context import TimeContext
-
-# Inputs above this many elements are convolved in time slices: cuDNN's 3D convolutions
-# fail or fall back to slow kernels past 2**31 elements, and slices bound the workspace.
-# (The official SafeConv3d slices above 2 GiB of bf16, i.e. 2**30 elements, too.)
-MAX_CONV_ELEMENTS = 2**30
-
-
-def conv3d_in_time_slices(
-    conv: Callable[[torch.Tensor], torch.Tensor], kernel_t: int, x: torch.Tensor, max_elements: int = MAX_CONV_ELEMENTS
-) -> torch.Tensor:
-    """`conv(x)` for a time-stride-1, time-unpadded conv, computed over time slices if x is huge."""
-    if x.numel() <= max_elements:
-        return conv(x)
-    overlap = kernel_t - 1
-    out_frames = x.shape[2] - overlap
-    slices = min(out_frames, math.ceil(x.numel() / max_elements))
-    step = math.ceil(out_frames / slices)
-    outs = [conv(x[:, :, t : min(t + step, out_frames) + overlap]) for t in range(0, out_frames, step)]
-    return torch.cat(outs, dim=2)
 
 
 class CausalConv3d(nn.Module):
@@ -50,9 +29,9 @@ class CausalConv3d(nn.Module):
         self.conv = nn.Conv3d(chan_in, chan_out, (kt, kh, kw), stride=1, padding=(0, kh // 2, kw // 2))
 
     def forward(self, x: torch.Tensor, time: TimeContext) -> torch.Tensor:
-        # (B, Cin, T, H, W) -> (B, Cin, T + kt - 1, H, W) -> (B, Cout, T, H, W)
-        x = time.causal_pad(self, x, self.time_pad)
-        return conv3d_in_time_slices(self.conv, self.time_pad + 1, x)
+        # (B, Cin, T, H, W) + (B, Cin, kt - 1, H, W) past frames -> (B, Cout, T, H, W)
+        before = time.preceding_frames(self, x, self.time_pad)
+        return causal_conv_over_time(self.conv, before, x)
 
 
 class PointwiseConv3d(nn.Conv3d):
@@ -62,4 +41,4 @@ class PointwiseConv3d(nn.Conv3d):
         super().__init__(chan_in, chan_out, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv3d_in_time_slices(super().forward, 1, x)
+        return per_frame_over_time(super().forward, x)

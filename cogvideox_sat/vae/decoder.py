@@ -107,7 +107,8 @@ class ContextParallelDecoder3D(nn.Module):
         if self.give_pre_end:
             return h
         # 4. Head: (B, C, T, H, W) -> (B, out_ch, T, H, W)
-        return self.conv_out(F.silu(self.norm_out(h, z, time)), time)
+        h = self.norm_out(h, z, time)
+        return self.conv_out(F.silu(h, inplace=not h.requires_grad), time)
 
     def get_last_layer(self) -> torch.Tensor:
         return self.conv_out.conv.weight

@@ -100,4 +100,5 @@ class ContextParallelEncoder3D(nn.Module):
         # 3. Middle blocks at the lowest resolution
         h = self.mid.block_2(self.mid.block_1(h, time), time)
         # 4. Head: (B, C, t, h, w) -> (B, 2*z_channels, t, h, w)
-        return self.conv_out(F.silu(self.norm_out(h, time)), time)
+        h = self.norm_out(h, time)
+        return self.conv_out(F.silu(h, inplace=not h.requires_grad), time)

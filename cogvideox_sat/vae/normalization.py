@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cogvideox_sat.vae import slicing
 from cogvideox_sat.vae.causal_conv import CausalConv3d
+from cogvideox_sat.vae.resample import repeat_spatial
 from cogvideox_sat.vae.time_context import TimeContext
 
 NUM_GROUPS = 32
@@ -29,30 +31,66 @@ class GroupNorm3D(nn.GroupNorm):
         self.gather = gather
 
     def forward(self, x: torch.Tensor, time: TimeContext) -> torch.Tensor:
-        if not (self.gather and time.group is not None):
+        gathered = self.gather and time.group is not None
+        if not gathered and not slicing.needs_slicing(x):
             return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
-        return self._group_statistics_norm(x, time)
+        # Statistics over the group (or over time slices of a huge tensor), then x * a + b.
+        mean, rstd = self._statistics(x, time if gathered else None)
+        return self._normalize(x, mean, rstd)
 
-    def _group_statistics_norm(self, x: torch.Tensor, time: TimeContext) -> torch.Tensor:
+    def _slices(self, x: torch.Tensor) -> list[tuple[int, int]]:
+        per_slice = slicing.MAX_SLICE_ELEMENTS // max(slicing.frame_elements(x), 1)
+        return slicing.slice_bounds(x.shape[TIME_DIM], per_slice)
+
+    def _statistics(self, x: torch.Tensor, time: TimeContext | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and 1/std per (sample, group), in float32 (float64 for float64 x): (B, G) each."""
         b, c = x.shape[:2]
-        stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        xg = x.reshape(b, self.num_groups, -1).to(stats_dtype)  # (B, G, C/G * T_local * H * W)
-        # 1. Global mean: sums and element counts over all ranks.
-        count = torch.full((b, self.num_groups), float(xg.shape[-1]), dtype=stats_dtype, device=x.device)
-        totals = time.reduce_sum(torch.stack([xg.sum(-1), count]))
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        reduce = time.reduce_sum if time is not None else (lambda t: t)
+
+        def group_sums(fn) -> torch.Tensor:
+            return sum(fn(x[:, :, s:e].to(dtype)).reshape(b, self.num_groups, -1).sum(-1) for s, e in self._slices(x))
+
+        # 1. Mean from sums and element counts over all slices (and ranks).
+        count = torch.full((b, self.num_groups), x[0, : c // self.num_groups].numel(), dtype=dtype, device=x.device)
+        totals = reduce(torch.stack([group_sums(lambda t: t), count]))
         mean = totals[0] / totals[1]
-        # 2. Global variance from deviations around the global mean (no E[x^2]-E[x]^2 cancellation).
-        centered = xg - mean[..., None]
-        var = time.reduce_sum(centered.square().sum(-1)) / totals[1]
-        # 3. Normalise and apply the per-channel affine.
-        y = (centered * torch.rsqrt(var + self.eps)[..., None]).reshape(x.shape)
-        shape = (1, c) + (1,) * (x.dim() - 2)
-        return (y * self.weight.to(stats_dtype).view(shape) + self.bias.to(stats_dtype).view(shape)).to(x.dtype)
+        # 2. Variance from deviations around that mean (no E[x^2] - E[x]^2 cancellation).
+        mean_c = self._per_channel(mean, c)
+        var = reduce(group_sums(lambda t: (t - mean_c).square())) / totals[1]
+        return mean, torch.rsqrt(var + self.eps)
+
+    def _per_channel(self, stat: torch.Tensor, channels: int) -> torch.Tensor:
+        """(B, G) -> (B, C, 1, 1, 1), each group's value repeated over its channels."""
+        return stat.repeat_interleave(channels // self.num_groups, dim=1)[:, :, None, None, None]
+
+    def _normalize(self, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        scale = self._per_channel(rstd, c) * self.weight.to(rstd.dtype)[None, :, None, None, None]
+        shift = self.bias.to(rstd.dtype)[None, :, None, None, None] - self._per_channel(mean, c) * scale
+        per_slice = slicing.MAX_SLICE_ELEMENTS // max(slicing.frame_elements(x), 1)
+        return slicing.over_time(
+            x.shape[TIME_DIM], per_slice, lambda s, e: (x[:, :, s:e].to(scale.dtype) * scale + shift).to(x.dtype)
+        )
 
 
-def resize_like(zq: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of latents (B, C, t, h, w) to (T, H, W) (integer factors)."""
-    return F.interpolate(zq, size=size, mode="nearest")
+def latent_source_frames(frames: int, latent_frames: int, first_frame_separate: bool) -> list[int]:
+    """For each of `frames` frames, the latent frame nearest-neighbour resizing copies.
+
+    Frame 0 alone maps to latent 0 when first_frame_separate; the counts have integer ratios.
+    """
+    if first_frame_separate and frames > 1:
+        return [0] + [1 + (j * (latent_frames - 1)) // (frames - 1) for j in range(frames - 1)]
+    return [(j * latent_frames) // frames for j in range(frames)]
+
+
+def resize_latents(zq: torch.Tensor, source: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """zq (B, Cz, t, h, w) -> (B, Cz, len(source), H, W) by nearest neighbour (official interpolate)."""
+    zq = zq.index_select(TIME_DIM, source)
+    (h, w), (big_h, big_w) = zq.shape[-2:], size
+    if big_h % h == 0 and big_w % w == 0 and big_h // h == big_w // w:
+        return repeat_spatial(zq, big_h // h)
+    return F.interpolate(zq, size=(zq.shape[TIME_DIM], big_h, big_w), mode="nearest")
 
 
 class SpatialNorm3D(nn.Module):
@@ -72,15 +110,20 @@ class SpatialNorm3D(nn.Module):
         self.conv_b = CausalConv3d(zq_channels, f_channels, kernel_size=1)
 
     def forward(self, f: torch.Tensor, zq: torch.Tensor, time: TimeContext) -> torch.Tensor:
-        t, h, w = f.shape[-3:]
-        # 1. Latents to f's resolution: (B, Cz, t_z, h_z, w_z) -> (B, Cz, T, H, W)
-        if time.first_frame_separate and t > 1:
-            zq = torch.cat(
-                [resize_like(zq[:, :, :1], (1, h, w)), resize_like(zq[:, :, 1:], (t - 1, h, w))], dim=TIME_DIM
-            )
-        else:
-            zq = resize_like(zq, (t, h, w))
-        if self.add_conv:
-            zq = self.conv(zq, time)
-        # 2. Modulated group norm: (B, Cf, T, H, W)
-        return self.norm_layer(f, time) * self.conv_y(zq, time) + self.conv_b(zq, time)
+        # (B, Cf, T, H, W), latents (B, Cz, t, h, w) -> (B, Cf, T, H, W)
+        t = f.shape[TIME_DIM]
+        source = torch.tensor(latent_source_frames(t, zq.shape[TIME_DIM], time.first_frame_separate), device=f.device)
+        # 1. Group norm of f
+        y = self.norm_layer(f, time)
+        # 2. Modulation by the latents resized to f's frames and pixels
+        if y.requires_grad or self.add_conv:
+            z = resize_latents(zq, source, f.shape[-2:])
+            if self.add_conv:
+                z = self.conv(z, time)
+            return y * self.conv_y(z, time) + self.conv_b(z, time)
+        # Inference: modulate y in place, a time slice at a time (no full-size factors).
+        per_slice = slicing.MAX_SLICE_ELEMENTS // max(slicing.frame_elements(f), 1)
+        for s, e in slicing.slice_bounds(t, per_slice):
+            z = resize_latents(zq, source[s:e], f.shape[-2:])
+            y[:, :, s:e].mul_(self.conv_y(z, time)).add_(self.conv_b(z, time))
+        return y

@@ -51,14 +51,16 @@ class ResnetBlock3D(nn.Module):
         return norm(h, zq, time) if self.spatial_norm else norm(h, time)
 
     def forward(self, x: torch.Tensor, time: TimeContext, zq: torch.Tensor | None = None) -> torch.Tensor:
-        # (B, Cin, T, H, W) -> (B, Cout, T, H, W)
+        # (B, Cin, T, H, W) -> (B, Cout, T, H, W); without autograd, intermediates are updated in place
         # 1. norm -> swish -> causal conv
-        h = self.conv1(F.silu(self._norm(self.norm1, x, zq, time)), time)
+        h = self._norm(self.norm1, x, zq, time)
+        h = self.conv1(F.silu(h, inplace=not h.requires_grad), time)
         # 2. norm -> swish -> dropout -> causal conv
-        h = self.conv2(self.dropout(F.silu(self._norm(self.norm2, h, zq, time))), time)
+        h = self._norm(self.norm2, h, zq, time)
+        h = self.conv2(self.dropout(F.silu(h, inplace=not h.requires_grad)), time)
         # 3. shortcut to the new channel count, residual sum
         if hasattr(self, "conv_shortcut"):
             x = self.conv_shortcut(x, time)
         elif hasattr(self, "nin_shortcut"):
             x = self.nin_shortcut(x)
-        return x + h
+        return x + h if h.requires_grad else h.add_(x)

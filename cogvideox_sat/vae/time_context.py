@@ -54,11 +54,11 @@ class TimeContext:
     def rank(self) -> int:
         return group_rank(self.group)
 
-    def causal_pad(self, conv: nn.Module, x: torch.Tensor, frames: int) -> torch.Tensor:
-        """`x` with the `frames` frames that precede it in time prepended (B, C, frames+T, H, W)."""
+    def preceding_frames(self, conv: nn.Module, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """The `frames` frames that precede x (B, C, T, H, W) in time for `conv`: (B, C, frames, H, W)."""
         if frames == 0:
-            return x
-        # 1. The preceding frames: previous rank, previous chunk, or frame 0 replicated.
+            return x[:, :, :0]
+        # 1. Previous rank, previous chunk, or frame 0 replicated.
         halo = cp_ops.exchange_halo(x, frames, self.group) if self.group is not None else None
         if halo is not None and self.rank > 0:
             before = halo
@@ -70,11 +70,11 @@ class TimeContext:
                 # Rank 0's halo is empty, but its backward must run: it receives the gradient
                 # of the frames this rank sent to rank 1.
                 before = torch.cat([halo, before], dim=TIME_DIM)
-        padded = torch.cat([before, x], dim=TIME_DIM)
-        # 2. Streaming: the next chunk's past is this padded input's tail (<= frames of x when x is short).
+        # 2. Streaming: the next chunk's past is the tail of cat(before, x).
         if self.next_past is not None:
-            self.next_past[conv] = padded.narrow(TIME_DIM, padded.shape[TIME_DIM] - frames, frames).detach().clone()
-        return padded
+            tail = x[:, :, -frames:] if x.shape[TIME_DIM] >= frames else torch.cat([before, x], TIME_DIM)[:, :, -frames:]
+            self.next_past[conv] = tail.detach().clone()
+        return before
 
     def reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
         """Sum of per-rank partial statistics over the group (identity without one)."""
