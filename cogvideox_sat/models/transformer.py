@@ -41,7 +41,7 @@ class SelfAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
         self.hidden_size = hidden_size
-        self.stride = 3  # q, k, v thirds of query_key_value (SAT's name; LoRA uses it as partition)
+        self.stride = 3  # q, k, v thirds of query_key_value (SAT attribute name)
         self.attention_dropout = attention_dropout
         self.query_key_value = nn.Linear(hidden_size, 3 * hidden_size)
         self.dense = nn.Linear(hidden_size, hidden_size)
