@@ -6,7 +6,7 @@
 the samples skipped so far, per reason, for the training log.
 """
 
-from cogvideox_sat.data.buckets import BucketBatchedIterable, BucketBatchSampler, choose_bucket, parse_buckets
+from cogvideox_sat.data.buckets import BucketBatchedIterable, BucketBatchSampler, choose_bucket, dataset_bucket_ids, parse_buckets
 from cogvideox_sat.data.cache_builder import BuildReport, build_latent_cache
 from cogvideox_sat.data.encoders import CacheEncoders, check_cache_matches_model, model_fingerprint
 from cogvideox_sat.data.latent_cache import LatentCache, StaleCacheError
@@ -20,6 +20,7 @@ __all__ = [
     "BucketBatchSampler",
     "BucketBatchedIterable",
     "choose_bucket",
+    "dataset_bucket_ids",
     "parse_buckets",
     "LatentCache",
     "CacheEncoders",

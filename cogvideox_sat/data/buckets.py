@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, Sampler, default_collate
+from torch.utils.data import ConcatDataset, IterableDataset, Sampler, default_collate
 
 Bucket = tuple[int, int, int]  # (frames, height, width)
 
@@ -60,7 +60,10 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     Per epoch: shuffle each bucket, cut it into batches, shuffle the batches, deal them to the
     ranks (every rank gets the same number, so no rank waits for a missing step). Same seed and
-    epoch give the same batches on every rank. Call `set_epoch` between epochs.
+    epoch give the same batches on every rank.
+
+    Resumable like training.data.ResumableShardSampler: its state is (epoch, batches of the
+    epoch already yielded to this rank); iterating to the end moves to the next epoch.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
+        self.offset = 0  # batches of this epoch already yielded to this rank
         if len(self._all_batches()) < world_size:
             raise ValueError(
                 f"{len(self.bucket_ids)} samples in {len(np.unique(self.bucket_ids))} buckets give fewer "
@@ -89,7 +93,13 @@ class BucketBatchSampler(Sampler[list[int]]):
             )
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch, self.offset = epoch, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
 
     def _all_batches(self) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -109,10 +119,26 @@ class BucketBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._all_batches()
         per_rank = len(batches) // self.world_size
-        yield from batches[self.rank : per_rank * self.world_size : self.world_size]
+        mine = batches[self.rank : per_rank * self.world_size : self.world_size]
+        while self.offset < len(mine):
+            self.offset += 1
+            yield mine[self.offset - 1]
+        self.epoch, self.offset = self.epoch + 1, 0
 
     def __len__(self) -> int:
         return len(self._all_batches()) // self.world_size
+
+
+def dataset_bucket_ids(dataset: Any) -> np.ndarray | None:
+    """Per-sample bucket ids of a bucketed dataset, or of a ConcatDataset of them (None if not bucketed)."""
+    if isinstance(dataset, ConcatDataset):
+        parts = [dataset_bucket_ids(d) for d in dataset.datasets]
+        if all(p is None for p in parts):
+            return None
+        if any(p is None for p in parts):
+            raise ValueError("some datasets are bucketed and some are not; bucket all or none")
+        return np.concatenate(parts)
+    return getattr(dataset, "bucket_ids", None)
 
 
 def group_by_shape(items: Iterator[dict], batch_size: int) -> Iterator[dict]:

@@ -51,7 +51,7 @@ def resize_center_crop(frames: torch.Tensor, target: tuple[int, int], mode: str 
 
 def to_unit_range(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float32 [-1, 1], exactly as the official `(x - 127.5) / 127.5`."""
-    return (frames.float() - 127.5) / 127.5
+    return frames.float().sub_(127.5).div_(127.5)  # in place: one float copy of the clip, not three
 
 
 def pad_last_frame(frames: torch.Tensor, num_frames: int) -> torch.Tensor:

@@ -88,10 +88,30 @@ def test_bucket_batch_sampler_splits_ranks_and_epochs():
     assert len(seen) == len(set(seen)) == 20
     for b in b0 + b1:
         assert len({ids[i] for i in b}) == 1
-    r0.set_epoch(1)
-    assert list(r0) != b0  # reshuffled per epoch
+    assert r0.state_dict() == {"epoch": 1, "offset": 0}  # a full pass moves to the next epoch
+    epoch1 = list(r0)
+    assert epoch1 != b0  # reshuffled per epoch
+    # resume mid-epoch: the rest of the same batches
+    r0.load_state_dict({"epoch": 1, "offset": 2})
+    assert list(r0) == epoch1[2:]
+    r0.set_epoch(0)
+    assert list(r0) == b0
     with pytest.raises(ValueError, match="fewer batches"):
         BucketBatchSampler([0, 0, 1], 2, world_size=4)
+
+
+def test_dataset_bucket_ids_of_concat(bucket_folder):
+    from torch.utils.data import ConcatDataset
+
+    from cogvideox_sat.data.buckets import dataset_bucket_ids
+
+    ds = SFTDataset(str(bucket_folder), video_size=[32, 40], fps=8, max_num_frames=17, skip_frms_num=0, buckets=BUCKETS)
+    ids = dataset_bucket_ids(ConcatDataset([ds, ds]))
+    assert ids.tolist() == ds.bucket_ids.tolist() * 2
+    plain = SFTDataset(str(bucket_folder), video_size=[32, 40], fps=8, max_num_frames=17, skip_frms_num=0)
+    assert dataset_bucket_ids(plain) is None
+    with pytest.raises(ValueError, match="bucket all or none"):
+        dataset_bucket_ids(ConcatDataset([ds, plain]))
 
 
 def test_bucket_batched_iterable_groups_by_shape():
