@@ -95,6 +95,21 @@ def exclude_frozen_modules_from_state_dict(engine: torch.nn.Module) -> None:
     engine.register_state_dict_post_hook(drop)
 
 
+def hide_frozen_modules_from_zero3(engine: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """ZeRO-3 partitions every parameter of the module it wraps, and a partitioned weight read
+    outside its own module's forward (as the VAE's per-frame convolutions do) is an empty
+    placeholder. The frozen VAE and T5 gain nothing from partitioning: keep them as plain
+    attributes DeepSpeed does not see, placed and cast by hand.
+    """
+    for name in ("first_stage_model", "conditioner"):
+        prefix = f"{name}."
+        if prefix not in engine.frozen_module_prefixes():
+            continue
+        module = engine._modules.pop(name)
+        module.to(device=device, dtype=dtype)
+        object.__setattr__(engine, name, module)
+
+
 def build_engine(args: argparse.Namespace, resume_from: Optional[Path]) -> torch.nn.Module:
     from cogvideox_sat.engine import SATVideoDiffusionEngine
 
@@ -131,6 +146,9 @@ def train(args: argparse.Namespace) -> LoopState:
 
     # 2. model, optimizer, LR schedule
     engine = build_engine(args, resume_from)
+    if int((args.deepspeed_config.get("zero_optimization") or {}).get("stage", 0)) == 3:
+        dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
+        hide_frozen_modules_from_zero3(engine, placement.device, dtype)
     schedule = LRSchedule(args.lr_decay_iters or args.train_iters, args.warmup, args.lr_decay_style, args.lr_decay_ratio)
     import deepspeed
 
