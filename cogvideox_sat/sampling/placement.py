@@ -1,0 +1,82 @@
+"""Which device and which share of the prompts this process gets.
+
+A plain `python sample_video.py` needs no process group: it samples on one device. Under
+torchrun (WORLD_SIZE > 1) the process group and SAT's model-parallel groups are created as for
+training, and prompts are split across data-parallel ranks; ranks of one model-parallel group
+sample the same prompts and only its first rank writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from cogvideox_sat import distributed
+
+
+@dataclass(frozen=True)
+class SamplingPlacement:
+    device: torch.device
+    rank: int = 0
+    dp_rank: int = 0
+    dp_world_size: int = 1
+    writes: bool = True  # first rank of its model-parallel group: decodes and saves
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return dist.is_initialized() and dist.get_world_size() > 1
+
+
+class BroadcastChannel:
+    """Lines read on global rank 0 handed to every rank (stdin prompts under torchrun)."""
+
+    def __init__(self) -> None:
+        self.is_source = dist.get_rank() == 0
+
+    def share(self, line: Optional[str]) -> Optional[str]:
+        box = [line]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def local_device(device: int | str | torch.device | None) -> torch.device:
+    """args.device -> torch.device: -1/None = LOCAL_RANK's GPU (CPU without one), an int = that GPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device in (-1, None, "-1"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    if isinstance(device, int) or str(device).isdigit():
+        return torch.device("cuda", int(device))
+    return torch.device(str(device))
+
+
+def place(args: argparse.Namespace) -> SamplingPlacement:
+    """Set up this process (process groups only under torchrun) and say what it samples."""
+    multi = int(os.environ.get("WORLD_SIZE", "1")) > 1 or (dist.is_initialized() and dist.get_world_size() > 1)
+    if not multi:
+        device = local_device(args.device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        args.device = device
+        return SamplingPlacement(device)
+    from cogvideox_sat.training.setup import init_distributed
+
+    run = init_distributed(args)
+    return SamplingPlacement(
+        device=run.device,
+        rank=run.rank,
+        dp_rank=run.dp_rank,
+        dp_world_size=run.dp_world_size,
+        writes=distributed.get_model_parallel_rank() == 0,
+    )

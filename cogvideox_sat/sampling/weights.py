@@ -1,0 +1,135 @@
+"""Transformer weights for sampling: a base checkpoint, optionally a LoRA-only one on top.
+
+- `load` (args.load): a released SAT `transformer` folder, a full fine-tune, or an official
+  LoRA run (those hold the base weights and the adapters together).
+- `lora_load`: a LoRA run of ours, whose checkpoints hold only the adapter matrices (the
+  frozen base stays out of them); it is applied on top of `load`.
+
+A LoRA-only checkpoint given as `load` has no base weights to sample with: that is an error
+that says which folder to pass where, never a silent half-random model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import OmegaConf
+
+from cogvideox_sat.io import (
+    DIT_PREFIX,
+    CheckpointMismatchError,
+    LoadReport,
+    load_state_dict_with_report,
+    read_module_state,
+    resolve_checkpoint_file,
+    split_prefix,
+)
+from cogvideox_sat.models.lora_linear import LoraLinear
+from cogvideox_sat.training.weights import load_transformer
+
+_LORA_MARKERS = (".matrix_A.", ".matrix_B.")
+TRAINING_CONFIG = "training_config.yaml"  # written by our trainer into each run folder
+
+
+class LoraCheckpointError(ValueError):
+    """A LoRA-only checkpoint used without a base, or LoRA weights for a model without LoRA."""
+
+
+def dit_state(folder: str | os.PathLike) -> tuple[Path, dict[str, torch.Tensor]]:
+    """(model-states file, DiT tensors without the `model.diffusion_model.` prefix)."""
+    path = resolve_checkpoint_file(folder)
+    # our own run folders carry numpy RNG state in the same file: full unpickling (trusted files)
+    state, _ = split_prefix(read_module_state(path, weights_only=False), DIT_PREFIX)
+    return path, state
+
+
+def lora_layer_names(state: dict[str, torch.Tensor]) -> set[str]:
+    """Layers (e.g. `transformer.layers.0.attention.dense`) that have adapter matrices in `state`."""
+    return {k.split(".matrix_", 1)[0] for k in state if any(m in k for m in _LORA_MARKERS)}
+
+
+def is_lora_only(state: dict[str, torch.Tensor]) -> bool:
+    """Adapters without the weights they adapt (neither `<layer>.original.weight` nor `<layer>.weight`)."""
+    layers = lora_layer_names(state)
+    return bool(layers) and all(f"{l}.original.weight" not in state and f"{l}.weight" not in state for l in layers)
+
+
+def recorded_base(folder: str | os.PathLike) -> Optional[str]:
+    """The `args.load` a training run of ours started from (its training_config.yaml), if any."""
+    config = Path(folder) / TRAINING_CONFIG
+    if not config.is_file():
+        return None
+    load = OmegaConf.select(OmegaConf.load(config), "args.load")
+    return str(load) if load else None
+
+
+def _lora_only_error(folder: str | os.PathLike) -> LoraCheckpointError:
+    base = recorded_base(folder)
+    hint = f" (this run was trained from '{base}')" if base else ""
+    return LoraCheckpointError(
+        f"'{folder}' holds only LoRA adapters, no base weights to sample with. Set args.load to the base "
+        f"transformer folder{hint} and pass this folder as --lora-load (args.lora_load)."
+    )
+
+
+def load_lora(engine: Any, folder: str | os.PathLike) -> LoadReport:
+    """Load a LoRA-only checkpoint into the engine's DiT (built with the same lora_config).
+
+    Strict on what the file holds: every adapter of the model must be in it, every tensor in it
+    must exist in the model with the same shape (other tensors, e.g. the position table our
+    trainer saves with the adapters, load too). The base weights are left as they are.
+    """
+    dit = engine.model.diffusion_model
+    if not any(isinstance(m, LoraLinear) for m in dit.modules()):
+        raise LoraCheckpointError(
+            f"--lora-load '{folder}': the model has no LoRA layers; use the model config the LoRA was "
+            "trained with (one with network_config.params.modules.lora_config, e.g. configs/cogvideox_2b_lora.yaml)"
+        )
+    path, state = dit_state(folder)
+    if not lora_layer_names(state):
+        raise LoraCheckpointError(f"--lora-load '{folder}': {path} holds no LoRA adapter matrices")
+    model_state = dit.state_dict()
+    adapters = {k for k in model_state if any(m in k for m in _LORA_MARKERS)}
+    report = LoadReport(source=str(path))
+    report.missing = sorted(adapters - set(state))
+    report.unexpected = sorted(k for k in state if k not in model_state)
+    report.mismatched = [
+        (k, tuple(v.shape), tuple(model_state[k].shape))
+        for k, v in state.items()
+        if k in model_state and tuple(v.shape) != tuple(model_state[k].shape)
+    ]
+    if not report.ok:
+        raise CheckpointMismatchError(report)
+    return load_state_dict_with_report(dit, state, strict=False, report=report)
+
+
+def load_sampling_weights(
+    engine: Any, load: str | os.PathLike, lora_load: Optional[str | os.PathLike] = None, lenient: bool = False
+) -> list[LoadReport]:
+    """Load `load` (base or complete model) and then, if given, the LoRA-only `lora_load`.
+
+    `lenient` (the official force_inference) loads what matches from `load` instead of raising
+    on mismatches; LoRA-only files are always checked strictly.
+    """
+    _, state = dit_state(load)
+    if is_lora_only(state):
+        raise _lora_only_error(load)
+    del state
+    reports = [load_transformer(engine, load, lenient=lenient)]
+    if lora_load:
+        reports.append(load_lora(engine, lora_load))
+    return reports
+
+
+def merge_lora_weights(engine: Any) -> int:
+    """Fold every LoRA adapter of the DiT into its base weight (one matmul per layer instead of
+    three); returns the number of layers merged. The merge runs in float32."""
+    dit = engine.model.diffusion_model
+    if not any(isinstance(m, LoraLinear) for m in dit.modules()):
+        return 0
+    from cogvideox_sat.models.lora import merge_lora  # imports SwissArmyTransformer, already loaded with LoRA
+
+    return merge_lora(dit)
