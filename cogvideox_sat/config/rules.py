@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from cogvideox_sat.config.context import VAE_SPACE_COMPRESSION, VAE_TIME_COMPRESSION, RunContext
-from cogvideox_sat.config.problems import Problem
+from cogvideox_sat.config.problems import Problem, closest
 from cogvideox_sat.config.schema import MISPLACED_FP16_KEYS
 
 Rule = Callable[[RunContext], Iterable[Problem]]
@@ -288,3 +288,23 @@ def data_paths(ctx: RunContext) -> Iterator[Problem]:
                     yield _p(ctx, f"args.{key}", f"'{path}' does not exist", "give an existing dataset folder or shard path")
     elif ctx.args.input_type == "txt" and not os.path.isfile(ctx.args.input_file):
         yield _p(ctx, "args.input_file", f"prompt file '{ctx.args.input_file}' does not exist", "create it (one prompt per line) or set args.input_type: cli to read stdin")
+
+
+# ---- network internals -------------------------------------------------------------------
+@rule
+def transformer_args_valid(ctx: RunContext) -> Iterator[Problem]:
+    """The DiT's `transformer_args` block is a plain mapping (no target), so check it here."""
+    block = ctx.network.get("transformer_args")
+    if block is None:
+        return
+    from cogvideox_sat.models.transformer_args import TransformerArgs
+
+    key = "model.network_config.params.transformer_args"
+    known = [f for f in TransformerArgs.__dataclass_fields__]
+    for name in block:
+        if name not in known:
+            yield _p(ctx, f"{key}.{name}", "unknown key", f"remove it; {closest(name, known)}")
+    try:
+        TransformerArgs.from_config({k: v for k, v in block.items() if k in known})
+    except (TypeError, ValueError) as err:
+        yield _p(ctx, key, str(err))

@@ -208,3 +208,12 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     run = run_with(tmp_path, overlay)
     keys = {p.key for p in run.errors}
     assert {"args.epochs", "args.batch_size", "data.params.max_num_frames", "data.params.video_size"} <= keys
+
+
+def test_transformer_args_are_checked(tmp_path: Path) -> None:
+    key = "model.network_config.params.transformer_args"
+    run = run_with(tmp_path, {"model": {"network_config": {"params": {"transformer_args": {"checkpoint_activation": True}}}}})
+    (msg,) = messages(run, f"{key}.checkpoint_activation")
+    assert "checkpoint_activations" in msg
+    run = run_with(tmp_path, {"model": {"network_config": {"params": {"transformer_args": {"checkpoint_mode": "partial"}}}}})
+    assert any("selective" in m for m in messages(run, key))
