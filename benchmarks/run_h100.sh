@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Reproduce the README's GPU tables on one H100/H200 (each section stays under 10 minutes).
+#   bash benchmarks/run_h100.sh dit      # DiT step: 2B/5B LoRA and full, checkpointing modes, SDPA backends
+#   bash benchmarks/run_h100.sh vae      # VAE encode/decode vs diffusers
+#   bash benchmarks/run_h100.sh train    # train_video.py end to end: 2B LoRA, 20 steps at 49x480x720
+#   bash benchmarks/run_h100.sh sample   # sample_video.py: seconds per video, 50 steps
+# Output goes to stdout and, when OUT is set, to $OUT/<section>.log.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+section=${1:?section: dit|vae|train|sample|gputests}
+log=${OUT:+$OUT/$section.log}
+run() { echo "+ $*"; timeout "${STEP_TIMEOUT:-540}" "$@"; echo "exit $?"; }
+{
+case "$section" in
+  gputests) run python3 -m pytest -q -m gpu tests/models tests/vae -p no:cacheprovider ;;
+  dit)
+    run python3 benchmarks/dit_step.py configs/cogvideox_2b_lora.yaml --lora-rank 128 --checkpoint none full selective --check-attention
+    run python3 benchmarks/dit_step.py configs/cogvideox_5b_lora.yaml --lora-rank 128 --checkpoint full selective
+    run python3 benchmarks/dit_step.py configs/cogvideox_2b.yaml --full --checkpoint full selective
+    run python3 benchmarks/dit_step.py configs/cogvideox_5b.yaml --full --checkpoint full selective ;;
+  vae) run python3 benchmarks/vae.py --cases 49x480x720 81x768x1360 --repeat 3 ;;
+  train)
+    run python3 benchmarks/train_run.py --config configs/cogvideox_2b_lora.yaml --steps 20 --frames 49 --size 480 720 \
+      --clips "${CLIPS:-.devdata/clips}" --zero-stage 2 --precision bf16 ;;
+  sample) run python3 benchmarks/sample_speed.py ;;
+  *) echo "unknown section $section"; exit 2 ;;
+esac
+} 2>&1 | tee ${log:-/dev/null}
