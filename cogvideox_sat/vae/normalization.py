@@ -38,9 +38,13 @@ class GroupNorm3D(nn.GroupNorm):
         mean, rstd = self._statistics(x, time if gathered else None)
         return self._normalize(x, mean, rstd)
 
+    @staticmethod
+    def _frames_per_slice(x: torch.Tensor) -> int:
+        # A quarter of the usual budget: each slice is upcast to float32 and has 2-3 temporaries.
+        return slicing.MAX_SLICE_ELEMENTS // 4 // max(slicing.frame_elements(x), 1)
+
     def _slices(self, x: torch.Tensor) -> list[tuple[int, int]]:
-        per_slice = slicing.MAX_SLICE_ELEMENTS // max(slicing.frame_elements(x), 1)
-        return slicing.slice_bounds(x.shape[TIME_DIM], per_slice)
+        return slicing.slice_bounds(x.shape[TIME_DIM], self._frames_per_slice(x))
 
     def _statistics(self, x: torch.Tensor, time: TimeContext | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and 1/std per (sample, group), in float32 (float64 for float64 x): (B, G) each."""
@@ -68,9 +72,8 @@ class GroupNorm3D(nn.GroupNorm):
         c = x.shape[1]
         scale = self._per_channel(rstd, c) * self.weight.to(rstd.dtype)[None, :, None, None, None]
         shift = self.bias.to(rstd.dtype)[None, :, None, None, None] - self._per_channel(mean, c) * scale
-        per_slice = slicing.MAX_SLICE_ELEMENTS // max(slicing.frame_elements(x), 1)
         return slicing.over_time(
-            x.shape[TIME_DIM], per_slice, lambda s, e: (x[:, :, s:e].to(scale.dtype) * scale + shift).to(x.dtype)
+            x.shape[TIME_DIM], self._frames_per_slice(x), lambda s, e: (x[:, :, s:e].to(scale.dtype) * scale + shift).to(x.dtype)
         )
 
 
