@@ -23,7 +23,8 @@ def chunk_sizes(latent_frames: int, chunk_frames: Optional[int]) -> Optional[lis
         return None
     sizes = even_chunk_sizes(latent_frames, chunk_frames)
     if len(sizes) > 1 and sizes[-1] < 2:
-        sizes[-2] += sizes.pop()
+        last = sizes.pop()
+        sizes[-1] += last
     return sizes
 
 

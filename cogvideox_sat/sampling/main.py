@@ -166,6 +166,7 @@ def sample(args: argparse.Namespace) -> list[Path]:
     """Generate the videos of every prompt of this rank; returns the files it wrote."""
     placement = place(args)
     prompts = prompt_source(args, placement)
+    seed_everything(args.seed)  # what the config leaves random (a demo VAE, fresh adapters) is reproducible
     engine = build_sampling_engine(args, placement.device, verbose=placement.is_main)
     shape = latent_shape(engine, args)
     written: list[Path] = []
