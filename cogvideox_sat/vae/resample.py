@@ -34,6 +34,11 @@ def upsampled_source_frames(frames: int, double_time: bool, first_frame_separate
     return [j // 2 for j in range(2 * frames)]
 
 
+def average_pairs(x: torch.Tensor) -> torch.Tensor:
+    """Mean of frames (0, 1), (2, 3), ...: the official avg_pool1d(kernel 2), for every dtype."""
+    return (x[:, :, 0::2] + x[:, :, 1::2]) * 0.5
+
+
 def repeat_spatial(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Nearest upsampling of H and W by an integer factor: a pure copy (any tensor size)."""
     b, c, t, h, w = x.shape
@@ -56,11 +61,11 @@ class DownSample3D(nn.Module):
     def _pooled_frames(self, x: torch.Tensor, s: int, e: int, first_separate: bool) -> torch.Tensor:
         """Output frames s..e-1 of the temporal average (1 + n or n frames from 1 + 2n or 2n)."""
         if not first_separate:
-            return F.avg_pool3d(x[:, :, 2 * s : 2 * e], kernel_size=(2, 1, 1))
+            return average_pairs(x[:, :, 2 * s : 2 * e])
         parts = [x[:, :, :1]] if s == 0 else []
         lo, hi = max(s, 1), e
         if hi > lo:
-            parts.append(F.avg_pool3d(x[:, :, 2 * lo - 1 : 2 * hi - 1], kernel_size=(2, 1, 1)))
+            parts.append(average_pairs(x[:, :, 2 * lo - 1 : 2 * hi - 1]))
         return torch.cat(parts, dim=TIME_DIM) if len(parts) > 1 else parts[0]
 
     def forward(self, x: torch.Tensor, time: TimeContext) -> torch.Tensor:
@@ -76,7 +81,8 @@ class DownSample3D(nn.Module):
             # 2. Space: the official pads right/bottom only, then a stride-2 conv
             if self.with_conv:
                 return per_frame_conv2d(self.conv, F.pad(h, (0, 1, 0, 1)), stride=2, padding=0)
-            return F.avg_pool3d(h, kernel_size=(1, 2, 2))
+            b, c, t, hh, ww = h.shape
+            return h.reshape(b, c, t, hh // 2, 2, ww // 2, 2).mean(dim=(4, 6))
 
         per_slice = slicing.MAX_SLICE_ELEMENTS // max(2 * slicing.frame_elements(x), 1)
         return slicing.over_time(out_frames, per_slice if slicing.needs_slicing(x) else out_frames, compute)
