@@ -44,6 +44,8 @@ def _worker(rank: int, port: int, inputs_path: str, out_path: str) -> None:
             out["latent"] = vae.encode(data["x"])
             out["decode"] = vae.decode(data["z"])
             out["decode_pieces"] = vae.decode(data["z"], output_cp=True)
+            # Encode -> decode without gathering the latents in between.
+            out["roundtrip"] = vae.decode(vae.encode(data["x"], output_cp=True), input_cp=True)
         # Gradients cross the halo exchange, the norm statistics and the split/gather.
         x = data["x"].clone().requires_grad_(True)
         (vae.encode(x, unregularized=True)[0] * data["w"]).sum().backward()
@@ -78,6 +80,7 @@ def reference() -> dict[str, torch.Tensor]:
         ref["latent"] = vae.encode(data["x"])
         # CP decode keeps frame 0 separate (official use_cp=True path): 1 + 4 * 4 frames.
         ref["decode"] = vae.decoder(data["z"], use_cp=True)
+        ref["roundtrip"] = vae.decoder(ref["latent"], use_cp=True)
         # Per-rank statistics = per-chunk statistics of a streamed decode cut where the ranks are.
         ref["decode_local_norm"] = decode_chunked(local, data["z"], [3, 2], first_frame_separate=True)
     x = data["x"].clone().requires_grad_(True)
@@ -86,7 +89,7 @@ def reference() -> dict[str, torch.Tensor]:
     return ref
 
 
-@pytest.mark.parametrize("name", ["moments", "latent", "decode", "grad_x", "decode_local_norm"])
+@pytest.mark.parametrize("name", ["moments", "latent", "decode", "grad_x", "decode_local_norm", "roundtrip"])
 def test_two_ranks_match_one_process(cp_results, reference, name):
     for rank in ("rank0", "rank1"):
         got = cp_results[rank][name]
@@ -120,3 +123,32 @@ def test_cp_size_one_needs_no_process_group():
         assert vae.encode(torch.zeros(1, 3, 5, 16, 16)).shape == (1, 4, 2, 2, 2)
     assert distributed.get_context_parallel_world_size() == 1
     assert distributed.get_context_parallel_rank() == 0
+
+
+def test_model_parallel_accessors_delegate_to_sat_mpu(monkeypatch):
+    """With SAT's mpu initialised, its model-parallel group doubles as the CP group (official)."""
+    import sys
+    import types
+
+    group = object()
+    fake = types.SimpleNamespace(
+        model_parallel_is_initialized=lambda: True,
+        get_model_parallel_group=lambda: group,
+        get_model_parallel_world_size=lambda: 2,
+        get_model_parallel_rank=lambda: 1,
+        get_data_parallel_group=lambda: None,
+        get_data_parallel_world_size=lambda: 4,
+        get_data_parallel_rank=lambda: 3,
+    )
+    monkeypatch.setitem(sys.modules, "sat.mpu", fake)
+    try:
+        assert distributed.get_model_parallel_world_size() == 2 and distributed.get_model_parallel_rank() == 1
+        assert distributed.get_data_parallel_world_size() == 4 and distributed.get_data_parallel_rank() == 3
+        monkeypatch.setattr(distributed.dist, "get_process_group_ranks", lambda g: [0, 1])
+        assert distributed.use_model_parallel_group_for_cp() is group
+        assert distributed.get_context_parallel_group() is group
+        assert distributed.get_context_parallel_world_size() == 2
+    finally:
+        distributed.destroy_context_parallel()
+    fake.model_parallel_is_initialized = lambda: False
+    assert distributed.get_model_parallel_world_size() == 1 and distributed.get_model_parallel_group() is None
