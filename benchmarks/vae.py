@@ -75,7 +75,10 @@ def vae_config(arch: dict[str, Any]) -> dict[str, Any]:
         "params": {
             "cp_size": 1,
             "loss_config": {"target": "torch.nn.Identity"},
-            "regularizer_config": {"target": "cogvideox_sat.vae.DiagonalGaussianRegularizer", "params": {"sample": False}},
+            "regularizer_config": {
+                "target": "cogvideox_sat.vae.DiagonalGaussianRegularizer",
+                "params": {"sample": False},
+            },
             "encoder_config": coder("cogvideox_sat.vae.ContextParallelEncoder3D", True),
             "decoder_config": coder("cogvideox_sat.vae.ContextParallelDecoder3D", False),
         },
@@ -101,7 +104,9 @@ def latent_chunks(latent_frames: int) -> list[int]:
     return even_chunk_sizes(latent_frames, 2, first_extra=first - 2) if latent_frames > 2 else [latent_frames]
 
 
-def measure(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, repeat: int) -> tuple[float, float | None, str]:
+def measure(
+    fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, repeat: int
+) -> tuple[float, float | None, str]:
     """Median seconds, peak allocated GiB during the calls (CUDA), output shape."""
     cuda = device.type == "cuda"
     for _ in range(warmup):
@@ -210,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     arch = TINY if args.tiny else RELEASED
     cases = [tuple(int(v) for v in c.lower().split("x")) for c in args.cases]
-    rows = run_model("ours", lambda: instantiate_from_config(vae_config(arch)), our_ops, cases, args, arch["z_channels"])
+    ours = lambda: instantiate_from_config(vae_config(arch))  # noqa: E731
+    rows = run_model("ours", ours, our_ops, cases, args, arch["z_channels"])
     if not args.no_diffusers:
         rows += run_model("diffusers", lambda: diffusers_vae(arch), diffusers_ops, cases, args, arch["z_channels"])
     print_table(rows, args)

@@ -98,7 +98,13 @@ class VideoAutoencoderInferenceWrapper(nn.Module):
     # ------------------------------------------------------------------ encode
 
     def encode_moments(
-        self, x: torch.Tensor, *, input_cp: bool = False, output_cp: bool = False, use_cp: bool = True, group: ProcessGroup | None = None
+        self,
+        x: torch.Tensor,
+        *,
+        input_cp: bool = False,
+        output_cp: bool = False,
+        use_cp: bool = True,
+        group: ProcessGroup | None = None,
     ) -> torch.Tensor:
         """Raw encoder output cat([mean, logvar], 1): (B, C, 1+4k, H, W) -> (B, 2Cz, 1+k, H/8, W/8)."""
         # 1. Frame-count rule: 1 + 4k frames (checked on the whole clip)
@@ -110,6 +116,7 @@ class VideoAutoencoderInferenceWrapper(nn.Module):
         if input_cp:
             sizes = cp_ops.piece_sizes_of(x, group)
             groups = [(n - (1 if r == 0 else 0)) // TEMPORAL_COMPRESSION for r, n in enumerate(sizes)]
+            check_cp_groups(groups)
         else:
             x = cp_ops.broadcast_from_first(x, group)
             groups = self._cp_groups(check_frame_count(x.shape[2]), group)
@@ -224,6 +231,7 @@ class VideoAutoencoderInferenceWrapper(nn.Module):
         if input_cp:
             sizes = cp_ops.piece_sizes_of(z, cp_group)
             groups = [n - (1 if r == 0 else 0) for r, n in enumerate(sizes)]
+            check_cp_groups(groups)
         else:
             z = cp_ops.broadcast_from_first(z, cp_group)
             groups = self._cp_groups(z.shape[2] - 1, cp_group)

@@ -65,7 +65,9 @@ class _GatherTime(torch.autograd.Function):
         return _local_piece(grad, ctx.sizes, group_rank(ctx.group)), None, None
 
 
-def _shift_to_next_rank(send: torch.Tensor | None, recv_like: torch.Tensor | None, group: ProcessGroup) -> torch.Tensor | None:
+def _shift_to_next_rank(
+    send: torch.Tensor | None, recv_like: torch.Tensor | None, group: ProcessGroup
+) -> torch.Tensor | None:
     """Rank r sends `send` to rank r+1 and receives rank r-1's tensor (shaped like `recv_like`)."""
     rank, size = group_rank(group), group_size(group)
     requests = []
@@ -80,7 +82,9 @@ def _shift_to_next_rank(send: torch.Tensor | None, recv_like: torch.Tensor | Non
     return received
 
 
-def _shift_to_previous_rank(send: torch.Tensor | None, recv_like: torch.Tensor | None, group: ProcessGroup) -> torch.Tensor | None:
+def _shift_to_previous_rank(
+    send: torch.Tensor | None, recv_like: torch.Tensor | None, group: ProcessGroup
+) -> torch.Tensor | None:
     """Rank r sends `send` to rank r-1 and receives rank r+1's tensor (shaped like `recv_like`)."""
     rank, size = group_rank(group), group_size(group)
     requests = []
@@ -113,7 +117,9 @@ class _ExchangeHalo(torch.autograd.Function):
         rank, size = group_rank(ctx.group), group_size(ctx.group)
         frames = ctx.frames
         like = grad_halo.new_empty(*grad_halo.shape[:TIME_DIM], frames, *grad_halo.shape[TIME_DIM + 1 :])
-        grad_tail = _shift_to_previous_rank(grad_halo if rank > 0 else None, like if rank + 1 < size else None, ctx.group)
+        grad_tail = _shift_to_previous_rank(
+            grad_halo if rank > 0 else None, like if rank + 1 < size else None, ctx.group
+        )
         grad_x = grad_halo.new_zeros(*grad_halo.shape[:TIME_DIM], ctx.x_frames, *grad_halo.shape[TIME_DIM + 1 :])
         if grad_tail is not None:
             grad_x.narrow(TIME_DIM, ctx.x_frames - frames, frames).copy_(grad_tail)

@@ -72,9 +72,11 @@ class GroupNorm3D(nn.GroupNorm):
         c = x.shape[1]
         scale = self._per_channel(rstd, c) * self.weight.to(rstd.dtype)[None, :, None, None, None]
         shift = self.bias.to(rstd.dtype)[None, :, None, None, None] - self._per_channel(mean, c) * scale
-        return slicing.over_time(
-            x.shape[TIME_DIM], self._frames_per_slice(x), lambda s, e: (x[:, :, s:e].to(scale.dtype) * scale + shift).to(x.dtype)
-        )
+
+        def normalized(s: int, e: int) -> torch.Tensor:
+            return (x[:, :, s:e].to(scale.dtype) * scale + shift).to(x.dtype)
+
+        return slicing.over_time(x.shape[TIME_DIM], self._frames_per_slice(x), normalized)
 
 
 def latent_source_frames(frames: int, latent_frames: int, first_frame_separate: bool) -> list[int]:

@@ -72,7 +72,8 @@ class TimeContext:
                 before = torch.cat([halo, before], dim=TIME_DIM)
         # 2. Streaming: the next chunk's past is the tail of cat(before, x).
         if self.next_past is not None:
-            tail = x[:, :, -frames:] if x.shape[TIME_DIM] >= frames else torch.cat([before, x], TIME_DIM)[:, :, -frames:]
+            padded = x if x.shape[TIME_DIM] >= frames else torch.cat([before, x], TIME_DIM)
+            tail = padded[:, :, -frames:]
             self.next_past[conv] = tail.detach().clone()
         return before
 

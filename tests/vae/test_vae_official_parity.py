@@ -190,7 +190,8 @@ def test_ckpt_path_mismatch_names_the_keys(fixture_dir, tmp_path):
     torch.save({"state_dict": state}, tmp_path / "bad.pt")
     cfg = tiny_config()
     cfg["params"]["ckpt_path"] = str(tmp_path / "bad.pt")
-    with pytest.raises(RuntimeError, match=r"missing keys: decoder.conv_out.conv.bias[\s\S]*unexpected keys: decoder.extra.weight"):
+    expected = r"missing keys: decoder.conv_out.conv.bias[\s\S]*unexpected keys: decoder.extra.weight"
+    with pytest.raises(RuntimeError, match=expected):
         instantiate_from_config(cfg)
 
 
