@@ -110,6 +110,13 @@ def format_counts(counts: Mapping[str, int]) -> str:
 
 
 def report_skip(counter: SkipCounter, bad: BadSample) -> None:
-    """Count `bad` and warn with the file's name (training goes on with another sample)."""
+    """Count `bad` and warn with the file's name (training goes on with another sample).
+
+    The exception is dropped here for good: its traceback and chained decoder error hold the
+    frames that hold the failed decoder, which must be freed now, in this process (a log
+    record or a cycle keeping it would free it later, maybe in a forked loader worker, where
+    decord crashes). So the log gets a string, and the references are cut.
+    """
     counter.add(bad.reason)
-    logger.warning("skipping %s", bad)
+    logger.warning("skipping %s", str(bad))
+    bad.__traceback__ = bad.__context__ = bad.__cause__ = None

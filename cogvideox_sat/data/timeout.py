@@ -33,5 +33,13 @@ def call_with_timeout(fn: Callable[[], T], timeout_s: float | None) -> T:
     if thread.is_alive():
         raise TimeoutError(f"gave up after {timeout_s:g} s")
     if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result["value"]  # type: ignore[return-value]
+        # No reference cycles through the error: its traceback holds the frames of run() and of
+        # this function, so neither may keep holding the error (dict entry, local). A cycle would
+        # keep the failed decoder alive until a garbage collection, which can then happen in a
+        # forked DataLoader worker, where freeing the decoder crashes the worker.
+        error = result.pop("error")
+        try:
+            raise error  # type: ignore[misc]
+        finally:
+            del error
+    return result.pop("value")  # type: ignore[return-value]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from cogvideox_sat.data import NoUsableSamples, SFTDataset, skip_counts
+from cogvideox_sat.data import BadSample, NoUsableSamples, SFTDataset, skip_counts
 from cogvideox_sat.data import clip as clip_module
 
 PARAMS = {"video_size": [16, 24], "fps": 8, "max_num_frames": 9, "skip_frms_num": 3.0}
@@ -34,6 +35,26 @@ def test_corrupt_corpus_is_skipped_with_named_warnings(corrupt_corpus, caplog):
     for name, reason in expected.items():
         assert any(name in r.getMessage() and reason in r.getMessage() for r in caplog.records), (name, reason)
     assert ds.skip_counts() == expected_counts(expected)
+
+
+def test_failed_decoders_are_freed_at_once(corrupt_corpus):
+    # a failed decoder kept alive (by a reference cycle, a log record, a saved exception) is
+    # freed later, possibly inside a forked DataLoader worker, where decord then crashes it
+    import gc
+
+    import decord
+
+    root, _ = corrupt_corpus
+    gc.collect()
+    gc.disable()  # only reference counting: what is not freed at once shows up below
+    try:
+        ds = SFTDataset(str(root), **PARAMS)
+        [ds[i] for i in range(len(ds))]
+        alive = [o for o in gc.get_objects() if type(o) is decord.VideoReader]
+    finally:
+        gc.enable()
+    assert ds.skip_counts().get("undecodable") == 1 and ds.skip_counts().get("corrupt") == 3
+    assert alive == []
 
 
 def test_bad_files_cost_one_attempt_each(corrupt_corpus):
@@ -85,17 +106,22 @@ def test_allow_empty_caption_keeps_captionless_clips(corrupt_corpus):
 
 def test_decoder_hang_times_out(sft_folder, monkeypatch):
     real_open = clip_module.open_video
+    release = threading.Event()
 
     def hanging_open(source, name):
         if str(source).endswith("clip_0001.mp4"):
-            time.sleep(3)
+            release.wait(10)  # "hangs" until the test ends, then gives up without decoding
+            raise BadSample("corrupt", name, "released")
         return real_open(source, name)
 
     monkeypatch.setattr(clip_module, "open_video", hanging_open)
     ds = SFTDataset(str(sft_folder), layout="official", decode_timeout_s=0.3, **PARAMS)
     start = time.monotonic()
-    item = ds[1]
-    assert time.monotonic() - start < 2.5, "the loader must not wait for the hung decoder"
+    try:
+        item = ds[1]
+        assert time.monotonic() - start < 2.5, "the loader must not wait for the hung decoder"
+    finally:
+        release.set()  # let the abandoned thread finish (a decoding thread must not outlive the test)
     assert item["txt"] == (sft_folder / "labels" / "clip_0002.txt").read_text().strip()
     assert ds.skip_counts() == {"timeout": 1}
 
