@@ -126,3 +126,11 @@ def test_prompts_from_stdin(make_args, monkeypatch):
     args = make_args("tiny_t2v", [], "--input-type", "cli", "--only-save-latents")
     written = sample(args)
     assert sorted(p.parent.parent.name for p in written if p.name == "latent.pt") == ["0_first_prompt", "2_third_prompt"]
+
+
+def test_bf16_sampling(make_args):
+    written = sample(make_args("tiny_t2v", ["a cat"], "--bf16"))
+    (mp4,) = [p for p in written if p.suffix == ".mp4"]
+    assert frames(mp4).shape == (FRAMES, HEIGHT, WIDTH, 3)
+    (z,) = latents(sample(make_args("tiny_t2v", ["a cat"], "--bf16", "--only-save-latents")))
+    assert z.dtype == torch.bfloat16 and torch.isfinite(z.float()).all()
