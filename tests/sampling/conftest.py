@@ -103,18 +103,28 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def make_args(assets: dict[str, Path], tmp_path: Path) -> Callable[..., argparse.Namespace]:
-    """make_args(model, lines, *flags, **attrs): parsed sample args for configs/demo/<model>.yaml +
-    inference_tiny.yaml + the tiny overlay, with `lines` as the prompt file; `attrs` are set on
-    the namespace afterwards (for keys the argument schema does not have yet)."""
+    """make_args(model, lines, *flags, load=None, configs=(), overlay=True, **attrs): parsed sample
+    args for configs/demo/<model>.yaml (or a model YAML path) + inference_tiny.yaml + the tiny
+    overlay (+ `configs`), with `lines` as the prompt file; `attrs` are set on the namespace
+    afterwards (for keys the argument schema does not have yet)."""
     counter = iter(range(1000))
 
-    def make(model: str, lines: Sequence[str] = ("a red square slides right",), *flags: str, load: Path | None = None, **attrs):
+    def make(
+        model: str | Path,
+        lines: Sequence[str] = ("a red square slides right",),
+        *flags: str,
+        load: Path | None = None,
+        configs: Sequence[Path] = (),
+        overlay: bool = True,
+        **attrs,
+    ):
         n = next(counter)
         prompts = tmp_path / f"prompts{n}.txt"
         prompts.write_text("".join(f"{line}\n" for line in lines))
-        default_load = assets["i2v"] if "i2v" in model else assets["t2v"]
+        default_load = assets["i2v"] if "i2v" in str(model) else assets["t2v"]
         argv = [
-            "--base", str(DEMO / f"{model}.yaml"), str(DEMO / "inference_tiny.yaml"), str(assets["overlay"]),
+            "--base", str(model if isinstance(model, Path) else DEMO / f"{model}.yaml"), str(DEMO / "inference_tiny.yaml"),
+            *([str(assets["overlay"])] if overlay else []), *map(str, configs),
             "--load", str(load or default_load), "--input-file", str(prompts), "--output-dir", str(tmp_path / f"out{n}"),
             "--device", "cpu", *flags,
         ]
