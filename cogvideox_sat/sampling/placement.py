@@ -66,7 +66,7 @@ def place(args: argparse.Namespace) -> SamplingPlacement:
     multi = int(os.environ.get("WORLD_SIZE", "1")) > 1 or (dist.is_initialized() and dist.get_world_size() > 1)
     if not multi:
         device = local_device(args.device)
-        if device.type == "cuda":
+        if device.type == "cuda" and device.index is not None:
             torch.cuda.set_device(device)
         args.device = device
         return SamplingPlacement(device)

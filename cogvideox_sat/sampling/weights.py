@@ -111,14 +111,18 @@ def load_sampling_weights(
 ) -> list[LoadReport]:
     """Load `load` (base or complete model) and then, if given, the LoRA-only `lora_load`.
 
-    `lenient` (the official force_inference) loads what matches from `load` instead of raising
-    on mismatches; LoRA-only files are always checked strictly.
+    `lenient` (the official force_inference) tolerates missing and unexpected keys in `load`, as
+    the official loader did; tensors of the wrong shape (a checkpoint of another model) are an
+    error either way, and so are LoRA-only files and any mismatch in `lora_load`.
     """
     _, state = dit_state(load)
     if is_lora_only(state):
         raise _lora_only_error(load)
     del state
-    reports = [load_transformer(engine, load, lenient=lenient)]
+    report = load_transformer(engine, load, lenient=lenient)
+    if report.mismatched or report.loaded == 0:
+        raise CheckpointMismatchError(report)
+    reports = [report]
     if lora_load:
         reports.append(load_lora(engine, lora_load))
     return reports

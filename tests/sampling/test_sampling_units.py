@@ -158,3 +158,15 @@ def test_lora_only_detection():
     assert is_lora_only(adapters)
     assert not is_lora_only({**adapters, f"{layer}.original.weight": torch.zeros(1)})  # official LoRA run
     assert not is_lora_only({f"{layer}.weight": torch.zeros(1)})  # plain base
+
+
+def test_local_device_choices(monkeypatch):
+    from cogvideox_sat.sampling.placement import local_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert local_device(-1) == torch.device("cpu") and local_device("cpu") == torch.device("cpu")
+    assert local_device(1) == torch.device("cuda", 1) and local_device("2") == torch.device("cuda", 2)
+    assert local_device("cuda:3") == torch.device("cuda", 3)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    assert local_device(-1) == torch.device("cuda", 5)

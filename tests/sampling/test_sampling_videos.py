@@ -134,3 +134,22 @@ def test_bf16_sampling(make_args):
     assert frames(mp4).shape == (FRAMES, HEIGHT, WIDTH, 3)
     (z,) = latents(sample(make_args("tiny_t2v", ["a cat"], "--bf16", "--only-save-latents")))
     assert z.dtype == torch.bfloat16 and torch.isfinite(z.float()).all()
+
+
+def test_checkpoint_checks(make_args, assets, tmp_path, capsys):
+    from cogvideox_sat.io import CheckpointMismatchError
+    from conftest import save_sat
+
+    # another model's weights: wrong shapes are an error even with force_inference
+    with pytest.raises(CheckpointMismatchError, match="shape mismatch"):
+        sample(make_args("tiny_t2v", ["a cat"], "--force-inference", "true", load=assets["i2v"]))
+    # a key missing: an error unless force_inference (the official meaning), then loudly reported
+    state = torch.load(assets["t2v"] / "1" / "mp_rank_00_model_states.pt", weights_only=True)["module"]
+    dropped = next(k for k in state if k.startswith("model.diffusion_model.") and k.endswith("final_layer.linear.weight"))
+    partial = save_sat(tmp_path / "partial", {k: v for k, v in state.items() if k != dropped})
+    with pytest.raises(CheckpointMismatchError, match="missing in checkpoint"):
+        sample(make_args("tiny_t2v", ["a cat"], "--force-inference", "false", "--only-save-latents", load=partial))
+    capsys.readouterr()
+    assert sample(make_args("tiny_t2v", ["a cat"], "--force-inference", "true", "--only-save-latents", load=partial))
+    out = capsys.readouterr().out
+    assert "WARNING: checkpoint does not match the model" in out and dropped.removeprefix("model.diffusion_model.") in out
