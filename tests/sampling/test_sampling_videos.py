@@ -153,3 +153,11 @@ def test_checkpoint_checks(make_args, assets, tmp_path, capsys):
     assert sample(make_args("tiny_t2v", ["a cat"], "--force-inference", "true", "--only-save-latents", load=partial))
     out = capsys.readouterr().out
     assert "WARNING: checkpoint does not match the model" in out and dropped.removeprefix("model.diffusion_model.") in out
+
+
+def test_lora_load_report_is_clean(make_args, assets, capsys):
+    sample(make_args("tiny_t2v_lora", ["a cat"], "--only-save-latents", lora_load=str(assets["lora"])))
+    out = capsys.readouterr().out
+    assert "WARNING" not in out and f"from {assets['lora']}" in out
+    n_adapters = 2 * 8  # 2 layers x (query_key_value: 3 A + 3 B, dense: 1 A + 1 B)
+    assert f"loaded {n_adapters + 1} tensors" in out  # + the position table
