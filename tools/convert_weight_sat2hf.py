@@ -137,9 +137,10 @@ def check_flags(args: argparse.Namespace, model: torch.nn.Module, what: str) -> 
         raise ConversionError(f"--i2v, but {what} is a text-to-video model (in_channels {model.in_channels} = out_channels)")
 
 
-def transformer_state(args: argparse.Namespace, network: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The plain SAT DiT state dict to convert: LoRA merged, other sub-models dropped."""
-    state, others = dit_part(read_state(args.transformer_ckpt_path))
+def transformer_state(args: argparse.Namespace, network: dict[str, Any], loaded: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The plain SAT DiT state dict to convert (from `loaded`, else --transformer_ckpt_path):
+    LoRA merged, other sub-models dropped."""
+    state, others = dit_part(loaded if loaded is not None else read_state(args.transformer_ckpt_path))
     if others:
         print("ignored (not the transformer): " + ", ".join(f"{p}* ({n} tensors)" for p, n in sorted(others.items())))
     if args.lora_ckpt_path:
@@ -200,10 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def convert(args: argparse.Namespace) -> int:
+def convert(args: argparse.Namespace, loaded: dict[str, torch.Tensor] | None = None) -> int:
+    """Run the conversion; `loaded`: the transformer checkpoint's tensors when the caller has
+    them already (a consolidated ZeRO checkpoint), instead of --transformer_ckpt_path."""
     if args.push_to_hub:
         raise ConversionError("--push_to_hub is not supported: upload --output_path yourself (huggingface-cli upload)")
-    if not (args.transformer_ckpt_path or args.vae_ckpt_path or args.text_encoder_path or args.text_encoder_cache_dir):
+    has_transformer = bool(args.transformer_ckpt_path) or loaded is not None
+    if not (has_transformer or args.vae_ckpt_path or args.text_encoder_path or args.text_encoder_cache_dir):
         raise ConversionError("nothing to convert: give --transformer_ckpt_path, --vae_ckpt_path and/or a T5")
     dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
     out = Path(args.output_path)
@@ -214,9 +218,9 @@ def convert(args: argparse.Namespace) -> int:
     print(f"converting for {what}: CogVideoX {version} {'image' if i2v else 'text'}-to-video")
 
     # 1. Transformer and the scheduler of its training schedule
-    if args.transformer_ckpt_path:
-        state = transformer_state(args, section["network_config"])
-        model = convert_transformer(state, section["network_config"], dtype, what, source=str(args.transformer_ckpt_path))
+    if has_transformer:
+        state = transformer_state(args, section["network_config"], loaded)
+        model = convert_transformer(state, section["network_config"], dtype, what, source=str(args.transformer_ckpt_path or "the checkpoint"))
         save_component(model, out / "transformer", args.max_shard_size)
         del model, state
         print(f"transformer -> {out}/transformer ({dtype}); note: diffusers' output norm eps is 1e-5 (SAT: 1e-6)")

@@ -56,10 +56,11 @@ def resolve_alpha(args: argparse.Namespace) -> tuple[float, str]:
     )
 
 
-def export(args: argparse.Namespace) -> Path:
+def export(args: argparse.Namespace, loaded: dict | None = None) -> Path:
+    """Write the LoRA file; `loaded`: the checkpoint's tensors when the caller has them already."""
     from diffusers import CogVideoXPipeline
 
-    state, _ = dit_part(read_state(args.sat_pt_path))
+    state, _ = dit_part(loaded if loaded is not None else read_state(args.sat_pt_path))
     adapters = {k: v for k, v in state.items() if ".matrix_" in k}
     if not adapters:
         raise ConversionError(f"{args.sat_pt_path} holds no LoRA adapters (matrix_A / matrix_B); is it a LoRA run?")

@@ -21,12 +21,12 @@ def write_sat_checkpoint(state: Mapping[str, torch.Tensor], folder: str | os.Pat
     folder = Path(folder)
     target = folder / str(iteration) / MODEL_STATES
     target.parent.mkdir(parents=True, exist_ok=True)
-    module = {k: v.detach().contiguous().clone() if _is_view(v) else v.detach().contiguous() for k, v in state.items()}
+    module = {k: v.detach().contiguous().clone() if is_view(v) else v.detach().contiguous() for k, v in state.items()}
     torch.save({"module": module}, target)
     (folder / "latest").write_text(str(iteration))
     return target
 
 
-def _is_view(tensor: torch.Tensor) -> bool:
-    # A slice of a larger storage would drag the whole storage into the file.
+def is_view(tensor: torch.Tensor) -> bool:
+    """Whether `tensor` uses only part of its storage (saving it would save the whole storage)."""
     return tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size()
