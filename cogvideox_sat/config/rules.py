@@ -263,6 +263,13 @@ def checkpoint_dir(ctx: RunContext) -> Iterator[Problem]:
         yield _p(ctx, "args.load", f"`latest` says '{tag}' but '{folder / tag / 'mp_rank_00_model_states.pt'}' is missing", "complete the download or fix `latest`")
 
 
+_PATH_FIXES = {
+    "latent_cache": "build it first: python tools/build_latent_cache.py --base <the same configs>",
+    "data_dir": "give an existing dataset folder (videos/ + labels/, or prompts.txt + videos.txt)",
+    "*": "download the weights and give their local path (nothing is downloaded at run time)",
+}
+
+
 @rule
 def model_paths(ctx: RunContext) -> Iterator[Problem]:
     for block in ctx.blocks:
@@ -270,7 +277,7 @@ def model_paths(ctx: RunContext) -> Iterator[Problem]:
             value = block.params.get(name)
             if value and not os.path.exists(str(value)):
                 key = f"{block.path}.params.{name}"
-                yield _p(ctx, key, f"'{value}' does not exist", "download the weights and give their local path (nothing is downloaded at run time)")
+                yield _p(ctx, key, f"'{value}' does not exist", _PATH_FIXES.get(name, _PATH_FIXES["*"]))
 
 
 @rule

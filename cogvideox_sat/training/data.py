@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any, Optional
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset, Sampler
 
 from cogvideox_sat.registry import resolve_target
 
@@ -66,21 +66,29 @@ def build_datasets(args: argparse.Namespace, paths: Optional[list[str]]) -> Opti
     return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
 
 
-def build_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int, world_size: int, seed: int, shuffle: bool = True) -> tuple[DataLoader, ResumableShardSampler]:
-    sampler = ResumableShardSampler(len(dataset), rank, world_size, seed, shuffle)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
+def build_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int, world_size: int, seed: int, shuffle: bool = True) -> tuple[DataLoader, Optional[Any]]:
+    """A loader and its resumable sampler (None for streaming datasets, which cannot seek).
+
+    Bucketed datasets (clips of several frame/size buckets) get a bucket batch sampler, so every
+    batch holds one shape; others a per-sample sampler.
+    """
+    from cogvideox_sat.data import BucketBatchSampler, dataset_bucket_ids
+
+    common = dict(
         num_workers=num_workers,
-        drop_last=True,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
         # its own generator: creating an iterator must not draw from the global RNG, or a resumed
         # run's noise would drift from an uninterrupted run's
         generator=torch.Generator().manual_seed(seed),
     )
-    return loader, sampler
+    if isinstance(dataset, IterableDataset):  # WebDataset shards: split by rank/worker inside
+        return DataLoader(dataset, batch_size=batch_size, **common), None
+    bucket_ids = dataset_bucket_ids(dataset)
+    if bucket_ids is not None:
+        batches = BucketBatchSampler(bucket_ids, batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
+        return DataLoader(dataset, batch_sampler=batches, **common), batches
+    sampler = ResumableShardSampler(len(dataset), rank, world_size, seed, shuffle)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **common), sampler
 
 
 class BatchStream:
@@ -90,9 +98,11 @@ class BatchStream:
     truth; the resume state comes from what was consumed here instead.
     """
 
-    def __init__(self, loader: DataLoader, sampler: ResumableShardSampler):
+    def __init__(self, loader: DataLoader, sampler: Optional[Any]):
         self.loader, self.sampler = loader, sampler
-        self.epoch, self.offset = sampler.epoch, sampler.offset
+        self.epoch, self.offset = (sampler.epoch, sampler.offset) if sampler is not None else (0, 0)
+        # a batch sampler's position counts batches, a per-sample sampler's counts samples
+        self._unit = 1 if loader.batch_sampler is sampler or loader.batch_size is None else loader.batch_size
         self._it: Optional[Iterator[Any]] = None
 
     def __iter__(self) -> "BatchStream":
@@ -101,7 +111,8 @@ class BatchStream:
     def __next__(self) -> Any:
         for _ in range(2):
             if self._it is None:
-                self.sampler.load_state_dict({"epoch": self.epoch, "offset": self.offset})
+                if self.sampler is not None:
+                    self.sampler.load_state_dict({"epoch": self.epoch, "offset": self.offset})
                 self._it = iter(self.loader)
             try:
                 batch = next(self._it)
@@ -109,7 +120,7 @@ class BatchStream:
                 self._it = None
                 self.epoch, self.offset = self.epoch + 1, 0
                 continue
-            self.offset += self.loader.batch_size
+            self.offset += self._unit
             return batch
         raise RuntimeError("the training data loader produced no batch: the dataset is smaller than one batch per rank")
 

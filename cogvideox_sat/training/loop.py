@@ -105,6 +105,13 @@ def train_step(ds_engine: Any, stream: Any, device: torch.device, iteration: int
     return sum(losses) / len(losses)
 
 
+def _data_skips() -> dict[str, int]:
+    """Bad-input counts of this process's datasets and their loader workers, by reason."""
+    from cogvideox_sat.data import skip_counts
+
+    return {k: v for k, v in skip_counts().items() if v}
+
+
 def _due(iteration: int, interval: Optional[int]) -> bool:
     return bool(interval) and iteration % interval == 0
 
@@ -145,9 +152,11 @@ def run_loop(
             record = {"loss": loss, "lr": lr, "step_s": round(step_s, 4)}
             if device.type == "cuda":
                 record["max_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-            logger.log(state.iteration, record)
+            skipped = {**_data_skips(), **{k: v for k, v in state.skipped.items() if v}}
+            logger.log(state.iteration, record, skipped)
             if is_main:
-                print(f"iteration {state.iteration}/{cfg.train_iters} loss {loss:.6f} lr {lr:.3e} step {step_s:.2f}s", flush=True)
+                note = f" skipped {' '.join(f'{k}={v}' for k, v in skipped.items())}" if skipped else ""
+                print(f"iteration {state.iteration}/{cfg.train_iters} loss {loss:.6f} lr {lr:.3e} step {step_s:.2f}s{note}", flush=True)
             if not math.isfinite(loss):
                 raise NonFiniteLossError(f"iteration {state.iteration}: mean loss is {loss}")
         if valid_stream is not None and _due(state.iteration, cfg.eval_interval):

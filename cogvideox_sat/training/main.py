@@ -124,6 +124,17 @@ def build_engine(args: argparse.Namespace, resume_from: Optional[Path]) -> torch
     return engine
 
 
+def check_latent_cache(dataset: Any, args: argparse.Namespace, engine: torch.nn.Module) -> None:
+    """A dataset reading precomputed latents must match this run's VAE and T5 weights."""
+    cache = getattr(dataset, "latent_cache", None)
+    if cache is None:
+        return
+    from cogvideox_sat.data.encoders import check_cache_matches_model
+
+    vae_params = args.model_config.first_stage_config.get("params", {})
+    check_cache_matches_model(cache, args.model_config, first_stage=None if vae_params.get("ckpt_path") else engine.first_stage_model)
+
+
 def train(args: argparse.Namespace) -> LoopState:
     placement: RunPlacement = init_distributed(args)
     # model init is broadcast from rank 0 by DeepSpeed; per-rank seeds give per-rank noise
@@ -146,6 +157,7 @@ def train(args: argparse.Namespace) -> LoopState:
 
     # 2. model, optimizer, LR schedule
     engine = build_engine(args, resume_from)
+    check_latent_cache(train_set, args, engine)
     if int((args.deepspeed_config.get("zero_optimization") or {}).get("stage", 0)) == 3:
         dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
         hide_frozen_modules_from_zero3(engine, placement.device, dtype)

@@ -31,15 +31,20 @@ class MetricsLogger:
 
             self._wandb = wandb.init(project=wandb_project, dir=str(self.run_dir), config=config or {}, name=self.run_dir.name)
 
-    def log(self, iteration: int, values: dict[str, float]) -> None:
+    def log(self, iteration: int, values: dict[str, float], skipped: Optional[dict[str, int]] = None) -> None:
+        """One record; `skipped`: running counts of skipped inputs by reason (bad files, NaN losses)."""
         if not self.enabled:
             return
-        self._jsonl.write(json.dumps({"iteration": iteration, **values}) + "\n")
+        extra = {"skipped": skipped} if skipped else {}
+        self._jsonl.write(json.dumps({"iteration": iteration, **values, **extra}) + "\n")
         for key, value in values.items():
             if self._tb is not None:
                 self._tb.add_scalar(f"train/{key}", value, iteration)
+        for reason, count in (skipped or {}).items():
+            if self._tb is not None:
+                self._tb.add_scalar(f"skipped/{reason}", count, iteration)
         if self._wandb is not None:
-            self._wandb.log({f"train/{k}": v for k, v in values.items()}, step=iteration)
+            self._wandb.log({f"train/{k}": v for k, v in values.items()} | {f"skipped/{k}": v for k, v in (skipped or {}).items()}, step=iteration)
 
     def log_media(self, iteration: int, videos: dict[str, str], images: dict[str, str]) -> None:
         """Validation samples: mp4 paths and contact-sheet PNG paths, by name."""

@@ -169,3 +169,33 @@ def test_creating_a_loader_iterator_does_not_touch_the_global_rng() -> None:
     before = torch.get_rng_state()
     next(iter(loader))
     assert torch.equal(before, torch.get_rng_state())
+
+
+class _Bucketed(torch.utils.data.Dataset):
+    """Samples of two shapes; `bucket_ids` marks which (as the bucketed SFT dataset does)."""
+
+    def __init__(self) -> None:
+        self.bucket_ids = [0, 1] * 6
+
+    def __len__(self) -> int:
+        return len(self.bucket_ids)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.full((1 + self.bucket_ids[i],), float(i))
+
+
+def test_bucketed_dataset_gets_uniform_batches_and_resumes() -> None:
+    loader, sampler = build_loader(_Bucketed(), batch_size=2, num_workers=0, rank=0, world_size=1, seed=2)
+    assert type(sampler).__name__ == "BucketBatchSampler"
+    straight = BatchStream(loader, sampler)
+    expected = [next(straight).tolist() for _ in range(9)]  # 6 batches per epoch: crosses a boundary
+    assert all(len({len(row) for row in batch}) == 1 for batch in expected)
+
+    loader, sampler = build_loader(_Bucketed(), batch_size=2, num_workers=0, rank=0, world_size=1, seed=2)
+    first = BatchStream(loader, sampler)
+    got = [next(first).tolist() for _ in range(5)]
+    loader, sampler = build_loader(_Bucketed(), batch_size=2, num_workers=0, rank=0, world_size=1, seed=2)
+    resumed = BatchStream(loader, sampler)
+    resumed.load_state_dict(first.state_dict())
+    got += [next(resumed).tolist() for _ in range(4)]
+    assert got == expected
