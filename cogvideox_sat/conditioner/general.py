@@ -103,9 +103,13 @@ class GeneralConditioner(nn.Module):
         cond_or_not: np.ndarray | None,
         force_zero_embeddings: Sequence[str],
     ) -> None:
-        # 1. Run the embedder (no graph for frozen ones).
+        # 1. Run the embedder (no graph for frozen ones), unless the batch carries its output
+        #    precomputed (the latent cache stores T5 embeddings as `<input_key>_emb`).
+        cached = batch.get(f"{embedder.input_key}_emb") if embedder.input_key is not None else None
         with torch.set_grad_enabled(embedder.is_trainable and torch.is_grad_enabled()):
-            if embedder.input_key is not None:
+            if cached is not None and not embedder.is_trainable:
+                emb_out = cached
+            elif embedder.input_key is not None:
                 if embedder.legacy_ucg_val is not None:
                     n = len(batch[embedder.input_key])
                     if cond_or_not is None:

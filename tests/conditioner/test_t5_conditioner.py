@@ -145,3 +145,13 @@ def test_tiny_t5_is_deterministic_and_leaves_the_rng_alone(tmp_path, t5_dir):
     a, b = load_file(str(t5_dir / "model.safetensors")), load_file(str(again / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (again / "spiece.model").read_bytes() == (t5_dir / "spiece.model").read_bytes()
+
+
+def test_precomputed_text_embeddings_skip_t5_but_keep_dropout(t5_dir, monkeypatch):
+    cond = instantiate_from_config(conditioner_cfg(t5_dir, ucg_rate=0.0))
+    real = cond({"txt": PROMPTS})["crossattn"]
+    # a latent-cache batch carries T5's output as `txt_emb`: T5 must not run again
+    monkeypatch.setattr(type(cond.embedders[0]), "forward", lambda *a, **k: pytest.fail("T5 ran on a cached batch"))
+    assert torch.equal(cond({"txt": PROMPTS, "txt_emb": real})["crossattn"], real)
+    dropped = instantiate_from_config(conditioner_cfg(t5_dir, ucg_rate=1.0))
+    assert torch.count_nonzero(dropped({"txt": PROMPTS, "txt_emb": real})["crossattn"]) == 0
