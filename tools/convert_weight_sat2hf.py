@@ -54,6 +54,7 @@ from cogvideox_sat.io.diffusers_export import (  # noqa: E402
     write_model_index,
 )
 from cogvideox_sat.io.lora_state import find_training_config, lora_params, merge_lora_state  # noqa: E402
+from cogvideox_sat.io.zero_checkpoint import is_zero_checkpoint  # noqa: E402
 
 # (version, i2v, rope) -> the repo config of that released model (official flags without --config)
 PRESETS: dict[tuple[str, bool, bool], str] = {
@@ -140,6 +141,9 @@ def check_flags(args: argparse.Namespace, model: torch.nn.Module, what: str) -> 
 def transformer_state(args: argparse.Namespace, network: dict[str, Any], loaded: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The plain SAT DiT state dict to convert (from `loaded`, else --transformer_ckpt_path):
     LoRA merged, other sub-models dropped."""
+    if loaded is None and is_zero_checkpoint(args.transformer_ckpt_path):
+        print("note: a ZeRO checkpoint; this reads its module copy (training precision). "
+              "tools/convert_weight_deepspeed2hf.py --to diffusers converts the fp32 master weights")
     state, others = dit_part(loaded if loaded is not None else read_state(args.transformer_ckpt_path))
     if others:
         print("ignored (not the transformer): " + ", ".join(f"{p}* ({n} tensors)" for p, n in sorted(others.items())))

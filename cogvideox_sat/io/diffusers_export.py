@@ -42,7 +42,17 @@ def read_state(path: str | os.PathLike[str], weights_only: bool = True) -> dict[
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    state = read_module_state(resolve_checkpoint_file(path), weights_only=weights_only)
+    try:
+        file = resolve_checkpoint_file(path)
+    except FileNotFoundError as err:
+        zero3 = ("*zero_pp_rank_*_model_states.pt", "*/*zero_pp_rank_*_model_states.pt")
+        if path.is_dir() and any(any(path.glob(pattern)) for pattern in zero3):
+            raise ConversionError(
+                f"{path} is a ZeRO-3 checkpoint (its model states hold no weights): "
+                "consolidate it with tools/convert_weight_deepspeed2hf.py (--to sat / --to diffusers)"
+            ) from err
+        raise
+    state = read_module_state(file, weights_only=weights_only)
     if "state_dict" in state and isinstance(state["state_dict"], Mapping):  # official 3d-vae.pt
         state = dict(state["state_dict"])
     return state

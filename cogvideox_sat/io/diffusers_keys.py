@@ -50,7 +50,8 @@ def sat_dit_to_diffusers(
     state_dict: Mapping[str, torch.Tensor], patch_size: tuple[int, int, int] = (1, 2, 2)
 ) -> dict[str, torch.Tensor]:
     """Convert a (LoRA-merged) SAT DiT state dict. `patch_size` (t, h, w): temporal 1 is a 1.0
-    model (diffusers Conv2d patch projection), 2 a 1.5 model (Linear). The I2V learnable table is
+    model (diffusers Conv2d patch projection; released 1.0 SAT weights already have that layout,
+    current SAT code a Linear), 2 a 1.5 model (Linear). The I2V learnable table is
     told from the 2B sin-cos table by the RoPE-only `transformer.position_embeddings` beside it.
     Raises on keys it does not know."""
     out: dict[str, torch.Tensor] = {}
@@ -78,7 +79,7 @@ def _convert(key: str, value: torch.Tensor, patch: tuple[int, ...], out: dict[st
         out[f"{RENAMES[stem]}.{leaf}"] = value
         return RENAMES[stem]
     if stem == "mixins.patch_embed.proj":
-        if leaf == "weight" and patch[0] == 1:  # Linear over (c, ph, pw) == Conv2d [hidden, c, ph, pw]
+        if leaf == "weight" and patch[0] == 1 and value.dim() == 2:  # Linear over (c, ph, pw) == Conv2d [hidden, c, ph, pw]
             hidden, features = value.shape
             value = value.reshape(hidden, features // (patch[1] * patch[2]), patch[1], patch[2])
         out[f"patch_embed.proj.{leaf}"] = value

@@ -8,6 +8,7 @@ of the model the config describes, and every difference becomes one sentence wit
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .diffusers_configs import ConversionError
+from .dit_keys import PATCH_PROJ
 
 _LAYER = re.compile(r"^transformer\.layers\.(\d+)\.")
 SINCOS_TABLE = "mixins.pos_embed.pos_embedding"
@@ -64,7 +66,7 @@ def dit_features(shapes: Mapping[str, torch.Size | tuple[int, ...]]) -> DitFeatu
     return DitFeatures(
         layers=len(layers),
         hidden=hidden[0] if hidden else 0,
-        patch_in=_prod(proj[1:]) if proj else 0,
+        patch_in=math.prod(proj[1:]) if proj else 0,
         head_out=head[0] if head else 0,
         text_width=text[1] if text else 0,
         has_table=SINCOS_TABLE in shape,
@@ -84,7 +86,7 @@ def check_dit_checkpoint(
     if not reasons:
         missing = sorted(k for k in expected if k not in state and k not in OPTIONAL_KEYS)
         unexpected = sorted(k for k in state if k not in expected and k not in OPTIONAL_KEYS)
-        wrong = sorted(k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape))
+        wrong = sorted(k for k in state if k in expected and not _same_layout(k, state[k], expected[k]))
         for title, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", wrong)):
             if keys:
                 reasons.append(f"{len(keys)} tensors {title}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}")
@@ -132,16 +134,14 @@ def _positions_conflict(found: DitFeatures, want: DitFeatures) -> bool:
     return found.has_table  # RoPE without a table
 
 
+def _same_layout(key: str, found: torch.Tensor, want: torch.Tensor) -> bool:
+    if key == PATCH_PROJ and found.dim() == 4:  # released 1.0 weights: Conv2d layout, same numbers
+        return found.numel() == want.numel()
+    return tuple(found.shape) == tuple(want.shape)
+
+
 def _first(shape: Mapping[str, tuple[int, ...]], *keys: str) -> tuple[int, ...] | None:
     for key in keys:
         if key in shape:
             return shape[key]
     return None
-
-
-def _prod(dims: tuple[int, ...]) -> int:
-    out = 1
-    for d in dims:
-        out *= d
-    return out
-

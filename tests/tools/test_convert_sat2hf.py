@@ -202,3 +202,25 @@ def test_lora_only_checkpoint_points_to_the_lora_tool(tmp_path, capsys):
     write_sat_checkpoint({"model.diffusion_model." + k: v for k, v in state.items() if ".matrix_" in k}, tmp_path / "lora")
     err = refusal(tmp_path, capsys, "--config", model_yaml(tmp_path / "m.yaml", "5b", lora=lora), "--transformer_ckpt_path", tmp_path / "lora")
     assert "holds only LoRA adapters" in err and "export_sat_lora_weight.py" in err
+
+
+def test_zero3_folder_points_to_the_deepspeed_tool(tmp_path, capsys):
+    (tmp_path / "run" / "2").mkdir(parents=True)
+    (tmp_path / "run" / "latest").write_text("2")
+    torch.save({}, tmp_path / "run" / "2" / "zero_pp_rank_0_mp_rank_00_model_states.pt")  # ZeRO-3: no mp_rank_00 file
+    err = refusal(tmp_path, capsys, "--config", model_yaml(tmp_path / "m.yaml", "2b"), "--transformer_ckpt_path", tmp_path / "run")
+    assert "ZeRO-3 checkpoint" in err and "convert_weight_deepspeed2hf.py" in err
+
+
+def test_released_conv_patch_layout(tmp_path):
+    dit = tiny_dit("5b")
+    state = {"model.diffusion_model." + k: v for k, v in dit.state_dict().items()}
+    proj = state["model.diffusion_model.mixins.patch_embed.proj.weight"]
+    state["model.diffusion_model.mixins.patch_embed.proj.weight"] = proj.reshape(proj.shape[0], -1, 2, 2)  # 1.0 release layout
+    write_sat_checkpoint(state, tmp_path / "ckpt")
+    assert run_tool("--config", model_yaml(tmp_path / "m.yaml", "5b"), "--transformer_ckpt_path", tmp_path / "ckpt", "--output_path", tmp_path / "out") == 0
+    ref = strict_load(diffusers.CogVideoXTransformer3DModel, tmp_path / "out" / "transformer")
+    ref.norm_out.norm.eps = 1e-6
+    kwargs = inputs("5b")
+    with torch.no_grad():
+        assert max_rel_err(dit(**kwargs), reference_forward(ref, "5b", kwargs)) <= 1e-6
