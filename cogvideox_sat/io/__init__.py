@@ -5,9 +5,16 @@
   that lists every missing, unexpected and mis-shaped key.
 - `adapt_dit_state_dict`: conv-layout patch embeddings, base weights into LoRA layers.
 - `sat_dit_to_diffusers`: SAT DiT keys -> diffusers CogVideoXTransformer3DModel keys.
+- `sat_vae_to_diffusers`: SAT VAE keys -> diffusers AutoencoderKLCogVideoX keys.
+
+Used by tools/convert_weight_*.py and tools/export_sat_lora_weight.py (import directly):
+`diffusers_configs` (diffusers configs from a SAT model section), `dit_variant` (which variant a
+checkpoint is), `diffusers_export` (components and pipeline folders), `lora_state` (alpha,
+merge), `zero_checkpoint` (ZeRO consolidation), `sat_writer` (SAT layout output).
 """
 
 from .diffusers_keys import sat_dit_to_diffusers
+from .diffusers_vae_keys import sat_vae_to_diffusers
 from .dit_keys import adapt_dit_state_dict
 from .load_report import CheckpointMismatchError, LoadReport, load_state_dict_with_report
 from .sat_checkpoint import (
@@ -30,5 +37,6 @@ __all__ = [
     "read_module_state",
     "resolve_checkpoint_file",
     "sat_dit_to_diffusers",
+    "sat_vae_to_diffusers",
     "split_prefix",
 ]
