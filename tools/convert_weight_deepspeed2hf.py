@@ -49,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         precision.add_argument(f"--{name}", dest="dtype", action="store_const", const=name, help=f"write {name} tensors")
     p.set_defaults(dtype="bf16")
     p.add_argument("--max_shard_size", default="5GB", help="largest shard (state_dict and diffusers outputs)")
-    p.add_argument("--safe_serialization", action=argparse.BooleanOptionalAction, default=True, help="safetensors (default) or torch .bin for --to state_dict")
+    p.add_argument(
+        "--safe_serialization", action=argparse.BooleanOptionalAction, default=True, help="--to state_dict: safetensors (default) or torch .bin"
+    )
     p.add_argument("--exclude_frozen_parameters", action="store_true", help="leave out frozen parameters that were saved")
     p.add_argument("-d", "--debug", action="store_true", help="print every tensor written")
     p.add_argument("--config", nargs="+", help="--to diffusers: SAT model config(s) (default: the run's training_config.yaml)")
@@ -74,7 +76,11 @@ def write_state_dict(state: dict[str, torch.Tensor], out: Path, args: argparse.N
     suffix = ".safetensors" if args.safe_serialization else ".bin"
     out.mkdir(parents=True, exist_ok=True)
     save_torch_state_dict(
-        state, str(out), filename_pattern=WEIGHTS_PATTERN + suffix, max_shard_size=args.max_shard_size, safe_serialization=args.safe_serialization
+        state,
+        str(out),
+        filename_pattern=WEIGHTS_PATTERN + suffix,
+        max_shard_size=args.max_shard_size,
+        safe_serialization=args.safe_serialization,
     )
 
 

@@ -100,11 +100,12 @@ def model_section(args: argparse.Namespace) -> tuple[dict[str, Any], str, bool]:
     """(the SAT `model:` section to convert into, how to name it in messages, whether it came
     from a config file: then flags that contradict it are errors, not overrides)."""
     config = args.config
-    if not config and args.transformer_ckpt_path and not args.version:
+    architecture_flags = args.num_layers or args.num_attention_heads or args.use_rotary_positional_embeddings
+    if not config and args.transformer_ckpt_path and not architecture_flags:
         found = find_training_config(args.transformer_ckpt_path)
         config = [str(found)] if found else None
     if config:
-        if args.num_layers or args.num_attention_heads or args.use_rotary_positional_embeddings:
+        if architecture_flags:
             raise ConversionError("--num_layers/--num_attention_heads/--use_rotary_positional_embeddings are read from --config; drop them")
         section = load_configs(config).section("model")
         if "network_config" not in section:
@@ -138,7 +139,9 @@ def check_flags(args: argparse.Namespace, model: torch.nn.Module, what: str) -> 
         raise ConversionError(f"--i2v, but {what} is a text-to-video model (in_channels {model.in_channels} = out_channels)")
 
 
-def transformer_state(args: argparse.Namespace, network: dict[str, Any], loaded: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def transformer_state(
+    args: argparse.Namespace, network: dict[str, Any], loaded: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """The plain SAT DiT state dict to convert (from `loaded`, else --transformer_ckpt_path):
     LoRA merged, other sub-models dropped."""
     if loaded is None and is_zero_checkpoint(args.transformer_ckpt_path):
@@ -189,7 +192,9 @@ def write_text_encoder(args: argparse.Namespace, out: Path, max_length: int, dty
     offline = {"cache_dir": args.text_encoder_cache_dir, "local_files_only": True}
     tokenizer = T5Tokenizer.from_pretrained(args.tokenizer_path or source, model_max_length=max_length, **offline)
     tokenizer.save_pretrained(out / "tokenizer")
-    encoder = T5EncoderModel.from_pretrained(source, torch_dtype=dtype if args.typecast_text_encoder else torch.float32, **offline)
+    encoder = T5EncoderModel.from_pretrained(source, **offline)
+    if args.typecast_text_encoder:
+        encoder.to(dtype)
     for param in encoder.parameters():  # safetensors refuses non-contiguous tensors
         param.data = param.data.contiguous()
     encoder.save_pretrained(out / "text_encoder", safe_serialization=True, max_shard_size=args.max_shard_size)
@@ -224,7 +229,8 @@ def convert(args: argparse.Namespace, loaded: dict[str, torch.Tensor] | None = N
     # 1. Transformer and the scheduler of its training schedule
     if has_transformer:
         state = transformer_state(args, section["network_config"], loaded)
-        model = convert_transformer(state, section["network_config"], dtype, what, source=str(args.transformer_ckpt_path or "the checkpoint"))
+        source = str(args.transformer_ckpt_path or "the checkpoint")
+        model = convert_transformer(state, section["network_config"], dtype, what, source=source)
         save_component(model, out / "transformer", args.max_shard_size)
         del model, state
         print(f"transformer -> {out}/transformer ({dtype}); note: diffusers' output norm eps is 1e-5 (SAT: 1e-6)")
@@ -239,9 +245,10 @@ def convert(args: argparse.Namespace, loaded: dict[str, torch.Tensor] | None = N
         scale = float(section.get("scale_factor", 1.0))
         if args.scaling_factor is not None and from_config and args.scaling_factor != scale:
             raise ConversionError(f"--scaling_factor {args.scaling_factor} disagrees with the config's scale_factor {scale}")
-        vae = convert_vae(vae_part(read_state(args.vae_ckpt_path)), section["first_stage_config"], scale, invert_scale_latents=version == "1.5")
+        vae_state = vae_part(read_state(args.vae_ckpt_path))
+        vae = convert_vae(vae_state, section["first_stage_config"], scale, invert_scale_latents=version == "1.5")
         save_component(vae, out / "vae", args.max_shard_size)
-        del vae
+        del vae, vae_state
         print(f"vae -> {out}/vae (float32, scaling_factor {scale})")
 
     # 3. T5, tokenizer and the pipeline index

@@ -154,7 +154,9 @@ def vae_config(first_stage_config: Mapping[str, Any], scaling_factor: float, inv
     }
 
 
-def scheduler_config(model_section: Mapping[str, Any] | None, kind: str = "ddim", snr_shift_scale: float | None = None) -> tuple[str, dict[str, Any]]:
+def scheduler_config(
+    model_section: Mapping[str, Any] | None, kind: str = "ddim", snr_shift_scale: float | None = None
+) -> tuple[str, dict[str, Any]]:
     """(class name, config) of the CogVideoX scheduler matching the training schedule: the
     denoiser's ZeroSNRDDPMDiscretization (betas, shift_scale) and its scaling (v-prediction).
     Without a model section: the released values with `snr_shift_scale` (2B 3.0, others 1.0)."""

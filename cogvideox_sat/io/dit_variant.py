@@ -51,7 +51,8 @@ class DitFeatures:
         kind = "image-to-video" if i2v else "text-to-video"
         if version.endswith("1.0") and self.positions == "sin-cos":
             version = "CogVideoX-2B-style"
-        return f"{version} {kind}, {self.positions} positions{', ofs embedding' if self.ofs else ''} ({self.layers} layers, hidden {self.hidden})"
+        ofs = ", ofs embedding" if self.ofs else ""
+        return f"{version} {kind}, {self.positions} positions{ofs} ({self.layers} layers, hidden {self.hidden})"
 
 
 def dit_features(shapes: Mapping[str, torch.Size | tuple[int, ...]]) -> DitFeatures:
@@ -104,16 +105,23 @@ def _feature_differences(found: DitFeatures, want: DitFeatures) -> list[str]:
         out.append(f"model size: {found.layers} layers of width {found.hidden}, expected {want.layers} of width {want.hidden}")
     if found.head_out != want.head_out:
         ratio = found.head_out / max(want.head_out, 1)
-        hint = {2.0: " (temporal patch 2: a CogVideoX1.5 checkpoint, --version 1.5)", 0.5: " (no temporal patch: a CogVideoX 1.0 checkpoint, --version 1.0)"}
+        hint = {
+            2.0: " (temporal patch 2: a CogVideoX1.5 checkpoint, --version 1.5)",
+            0.5: " (no temporal patch: a CogVideoX 1.0 checkpoint, --version 1.0)",
+        }
         out.append(f"output head: {found.head_out} features per token, expected {want.head_out}{hint.get(ratio, '')}")
     elif found.patch_in != want.patch_in:
         ratio = found.patch_in / max(want.patch_in, 1)
-        hint = {2.0: " (image latents concatenated: an image-to-video checkpoint, add --i2v)", 0.5: " (a text-to-video checkpoint, drop --i2v)"}
+        hint = {
+            2.0: " (image latents concatenated: an image-to-video checkpoint, add --i2v)",
+            0.5: " (a text-to-video checkpoint, drop --i2v)",
+        }
         out.append(f"patch embedding: {found.patch_in} input features, expected {want.patch_in}{hint.get(ratio, '')}")
     if found.text_width != want.text_width:
         out.append(f"text projection: T5 width {found.text_width}, expected {want.text_width}")
     if found.ofs != want.ofs:
-        out.append("ofs embedding " + ("present (CogVideoX1.5 image-to-video)" if found.ofs else "absent (expected for CogVideoX1.5 image-to-video)"))
+        state = "present (CogVideoX1.5 image-to-video)" if found.ofs else "absent (expected for CogVideoX1.5 image-to-video)"
+        out.append(f"ofs embedding {state}")
     if _positions_conflict(found, want):
         out.append(f"positions: {found.positions}, expected {want.positions}")
     if found.lora and not want.lora:

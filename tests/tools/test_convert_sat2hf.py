@@ -152,6 +152,7 @@ def test_run_folder_uses_its_training_config(tmp_path):
     assert run_tool("--transformer_ckpt_path", run / "1", "--output_path", tmp_path / "out") == 0
     ref = strict_load(diffusers.CogVideoXTransformer3DModel, tmp_path / "out" / "transformer")
     assert ref.config.patch_size_t == 2 and ref.config.num_layers == 2
+    assert run_tool("--transformer_ckpt_path", run, "--version", "1.0", "--output_path", tmp_path / "again") == 2  # checked against it
 
 
 # ---- refusals --------------------------------------------------------------------------------
