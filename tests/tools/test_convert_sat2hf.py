@@ -225,3 +225,17 @@ def test_released_conv_patch_layout(tmp_path):
     kwargs = inputs("5b")
     with torch.no_grad():
         assert max_rel_err(dit(**kwargs), reference_forward(ref, "5b", kwargs)) <= 1e-6
+
+
+def test_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    from _tools_testkit import REPO
+
+    ckpt = save_engine_checkpoint(tmp_path / "ckpt", tiny_dit("2b"))
+    cmd = [sys.executable, str(REPO / "tools" / "convert_weight_sat2hf.py"), "--config", str(model_yaml(tmp_path / "m.yaml", "2b")),
+           "--transformer_ckpt_path", str(ckpt), "--output_path", str(tmp_path / "out"), "--fp16"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "transformer ->" in proc.stdout and (tmp_path / "out" / "transformer" / "config.json").is_file()
