@@ -12,7 +12,19 @@ if [ $# -gt 0 ]; then
   exec "$PYTHON" train_video.py --base "$@" --seed "${SEED:-$RANDOM}"
 fi
 
-# Demo: assets (tiny random T5 + a dozen synthetic clips), a short LoRA fine-tune, one sample.
+# The demo, end to end on generated assets:
+#   1. a tiny T5, a tiny VAE and a dozen captioned synthetic clips (no network)
+#   2. a short full fine-tune of a tiny text-to-video model: the "base" weights
+#   3. a LoRA fine-tune on top of that base (mode: finetune, only the LoRA matrices train)
+#   4. a video sampled from base + LoRA: an mp4 and a PNG contact sheet
 [ -f demo_assets/data/.complete ] || "$PYTHON" tools/make_demo_assets.py demo_assets
-"$PYTHON" train_video.py --base configs/demo/tiny_t2v_lora.yaml configs/demo/sft_tiny.yaml
-"$PYTHON" sample_video.py --base configs/demo/tiny_t2v_lora.yaml configs/demo/inference_tiny.yaml
+newest() { ls -td "$1"-* | head -n 1; }
+"$PYTHON" train_video.py --base configs/demo/tiny_t2v.yaml configs/demo/sft_tiny.yaml demo_assets/paths.yaml \
+  --experiment-name demo-base
+base=$(newest runs/demo/demo-base)
+"$PYTHON" train_video.py --base configs/demo/tiny_t2v_lora.yaml configs/demo/sft_tiny.yaml demo_assets/paths.yaml \
+  --experiment-name demo-lora --mode finetune --load "$base"
+lora=$(newest runs/demo/demo-lora)
+"$PYTHON" sample_video.py --base configs/demo/tiny_t2v_lora.yaml configs/demo/inference_tiny.yaml demo_assets/paths.yaml \
+  --load "$base" --lora-load "$lora"
+echo "demo done: base $base, LoRA $lora, videos in outputs/demo"

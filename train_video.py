@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Optional
 
-from cogvideox_sat.cli import parse_run
+from cogvideox_sat.cli import parse_run, run_or_exit
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_run("train", argv, __doc__)
     from cogvideox_sat.training.main import train
 
-    train(args)
+    run_or_exit(train, args)
 
 
 if __name__ == "__main__":

@@ -147,6 +147,7 @@ def run_model(
                 rows.append(Row(name, op, case, seconds, peak, shape))
             except torch.cuda.OutOfMemoryError:
                 rows.append(Row(name, op, case, None, None, "-", "OOM"))
+            print(f"  measured: {rows[-1]}", flush=True)  # partial results survive a time limit
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()

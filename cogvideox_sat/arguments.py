@@ -138,6 +138,19 @@ class OurArgs(_Group):
         False, description="also save frozen weights (LoRA base, VAE, T5) in checkpoints; default: trainable only"
     )
     max_nonfinite_steps: int = Field(5, ge=1, description="stop after this many non-finite losses in a row")
+    lora_load: Optional[str] = Field(
+        None,
+        description="sampling: a LoRA-only run folder of ours (holds `latest`) applied on top of args.load, the base transformer",
+    )
+    lora_merge: bool = Field(False, description="sampling: fold LoRA adapters into the base weights first (faster, same outputs up to rounding)")
+    official_decode: bool = Field(
+        False,
+        description="sampling: decode like the official sample_video.py (drops latent frame 0: 13 latents -> 48 frames); "
+        "default decodes the whole clip (13 -> 49; CogVideoX1.5's padded 22 -> 81)",
+    )
+    decode_chunk_frames: Optional[int] = Field(
+        None, ge=1, description="sampling: latent frames per VAE decode chunk (less memory); default: the official min(10, t // 2) chunks"
+    )
 
     train_frame_rule: Literal["8n+1", "4k+1"] = Field(
         "8n+1",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Optional
 
 from cogvideox_sat.arguments import build_parser
@@ -51,3 +51,36 @@ def parse_run(kind: RunKind, argv: Optional[Sequence[str]] = None, description: 
     ns = to_namespace(run)
     ns.allow_any_target = any_target
     return ns
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe bad input (a path, a checkpoint, data): shown as a message, not a traceback."""
+    from cogvideox_sat.data.latent_cache import StaleCacheError
+    from cogvideox_sat.data.skips import NoUsableSamples
+    from cogvideox_sat.io.load_report import CheckpointMismatchError
+    from cogvideox_sat.registry import TargetError
+    from cogvideox_sat.sampling.weights import LoraCheckpointError
+    from cogvideox_sat.training.checkpoint import NonFiniteWeightsError
+    from cogvideox_sat.training.loop import NonFiniteLossError
+
+    return (
+        FileNotFoundError,
+        CheckpointMismatchError,
+        LoraCheckpointError,
+        NoUsableSamples,
+        StaleCacheError,
+        NonFiniteLossError,
+        NonFiniteWeightsError,
+        TargetError,
+    )
+
+
+def run_or_exit(fn: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
+    """Run the job; a bad-input error prints its message and exits with 2 (no traceback)."""
+    try:
+        fn(args)
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_INVALID)

@@ -241,26 +241,30 @@ def ignored_loss_scale_keys(ctx: RunContext) -> Iterator[Problem]:
 
 
 # ---- paths -------------------------------------------------------------------------------
+def _checkpoint_folder_problems(ctx: RunContext, key: str, load: str) -> Iterator[Problem]:
+    folder = Path(load)
+    if not folder.is_dir():
+        yield _p(ctx, key, f"checkpoint folder '{load}' does not exist", "point it at the released `transformer` folder or a training run's folder")
+        return
+    latest = folder / "latest"
+    if not latest.is_file():
+        yield _p(ctx, key, f"'{load}' has no `latest` file", "point it at the folder that holds `latest` and `<iteration>/mp_rank_00_model_states.pt`")
+        return
+    tag = latest.read_text().strip()
+    if not (folder / tag / "mp_rank_00_model_states.pt").is_file():
+        yield _p(ctx, key, f"`latest` says '{tag}' but '{folder / tag / 'mp_rank_00_model_states.pt'}' is missing", "complete the download or fix `latest`")
+
+
 @rule
 def checkpoint_dir(ctx: RunContext) -> Iterator[Problem]:
     if ctx.args is None:
         return
-    load = ctx.args.load
-    if load is None:
-        if ctx.kind == "sample":
-            yield _p(ctx, "args.load", "no checkpoint to sample from", "set args.load to a SAT checkpoint folder (the one holding `latest`)")
-        return
-    folder = Path(load)
-    if not folder.is_dir():
-        yield _p(ctx, "args.load", f"checkpoint folder '{load}' does not exist", "point args.load at the released `transformer` folder or a training run's save folder")
-        return
-    latest = folder / "latest"
-    if not latest.is_file():
-        yield _p(ctx, "args.load", f"'{load}' has no `latest` file", "point args.load at the folder that holds `latest` and `<iteration>/mp_rank_00_model_states.pt`")
-        return
-    tag = latest.read_text().strip()
-    if not (folder / tag / "mp_rank_00_model_states.pt").is_file():
-        yield _p(ctx, "args.load", f"`latest` says '{tag}' but '{folder / tag / 'mp_rank_00_model_states.pt'}' is missing", "complete the download or fix `latest`")
+    if ctx.args.load is None and ctx.kind == "sample":
+        yield _p(ctx, "args.load", "no checkpoint to sample from", "set args.load to a SAT checkpoint folder (the one holding `latest`)")
+    for name in ("load", "resume", "lora_load"):
+        value = getattr(ctx.args, name)
+        if value is not None:
+            yield from _checkpoint_folder_problems(ctx, f"args.{name}", value)
 
 
 _PATH_FIXES = {

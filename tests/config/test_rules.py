@@ -217,3 +217,12 @@ def test_transformer_args_are_checked(tmp_path: Path) -> None:
     assert "checkpoint_activations" in msg
     run = run_with(tmp_path, {"model": {"network_config": {"params": {"transformer_args": {"checkpoint_mode": "partial"}}}}})
     assert any("selective" in m for m in messages(run, key))
+
+
+def test_resume_and_lora_load_folders_are_checked(tmp_path: Path) -> None:
+    run = run_with(tmp_path, {"args": {"resume": str(tmp_path / "gone")}})
+    assert any("gone' does not exist" in m for m in messages(run, "args.resume"))
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    run = run_with(tmp_path, {"args": {"lora_load": str(empty)}}, kind="sample")
+    assert any("has no `latest`" in m for m in messages(run, "args.lora_load"))
