@@ -18,11 +18,13 @@ case "$section" in
     run python3 benchmarks/dit_step.py configs/cogvideox_5b_lora.yaml --lora-rank 128 --checkpoint full selective
     run python3 benchmarks/dit_step.py configs/cogvideox_2b.yaml --full --checkpoint full selective
     run python3 benchmarks/dit_step.py configs/cogvideox_5b.yaml --full --checkpoint full selective ;;
-  vae) run python3 benchmarks/vae.py --cases 49x480x720 81x768x1360 --repeat 3 ;;
+  vae) run python3 benchmarks/vae.py --cases ${VAE_CASES:-49x480x720 81x768x1360} --repeat ${VAE_REPEAT:-3} ;;
   train)
     run python3 benchmarks/train_run.py --config configs/cogvideox_2b_lora.yaml --steps 20 --frames 49 --size 480 720 \
       --clips "${CLIPS:-.devdata/clips}" --zero-stage 2 --precision bf16 ;;
-  sample) run python3 benchmarks/sample_speed.py ;;
+  sample)
+    run python3 benchmarks/sample_speed.py --base configs/cogvideox_2b.yaml --dtype fp16 --repeats 1
+    run python3 benchmarks/sample_speed.py --base configs/cogvideox_5b.yaml --dtype bf16 --repeats 1 ;;
   *) echo "unknown section $section"; exit 2 ;;
 esac
 } 2>&1 | tee ${log:-/dev/null}
