@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..parallel.ulysses import SequenceShard
 from .mixin import Mixin
 from .rope import Rotary
 
@@ -78,8 +79,13 @@ class AdaLNMixin(Mixin):
         text_length: int,
         rotary: Rotary | None = None,
         mlp_gate: nn.Module | None = None,
+        shard: SequenceShard | None = None,
     ) -> torch.Tensor:
-        """One block: (B, L + N, hidden) -> same shape. `emb` is the (B, time_embed_dim) condition."""
+        """One block: (B, L + N, hidden) -> same shape. `emb` is the (B, time_embed_dim) condition.
+
+        Under sequence parallelism `hidden` is this rank's `shard` of the tokens and `text_length`
+        counts the text tokens in it; only attention sees (through `shard`) the whole sequence.
+        """
         layer = self.transformer.layers[layer_id]
         L = text_length
         # 1. Per-token modulation: image chunks 0-5, text chunks 6-11, each (B, 1, hidden)
@@ -93,7 +99,7 @@ class AdaLNMixin(Mixin):
         attention_input = split_modulate(normed, L, (text_shift_msa, text_scale_msa), (shift_msa, scale_msa))
         query_norm = self.query_layernorm_list[layer_id] if self.qk_ln else None
         key_norm = self.key_layernorm_list[layer_id] if self.qk_ln else None
-        attention_output = layer.attention(attention_input, query_norm, key_norm, rotary)
+        attention_output = layer.attention(attention_input, query_norm, key_norm, rotary, shard)
         hidden = gated_residual(hidden, attention_output, L, text_gate_msa, gate_msa)
 
         # 3. MLP on the modulated, normalised sequence; gated residual

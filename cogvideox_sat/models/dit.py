@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..distributed import group_size
+from ..parallel.ulysses import SequenceShard, check_sequence_parallel_degree
 from ..registry import instantiate_from_config
 from .attention import BACKENDS
 from .checkpointing import run_layers
@@ -97,6 +99,7 @@ class DiffusionTransformer(nn.Module):
         }
         self.dtype = _to_dtype(dtype)
         self.checkpoint_mode = self.transformer_args.effective_checkpoint_mode
+        self.sequence_parallel_group = None  # see set_sequence_parallel
 
         # 1. Transformer body (SAT key layout) and conditioning embeddings
         self.transformer = Transformer(
@@ -278,6 +281,16 @@ class DiffusionTransformer(nn.Module):
         for layer in self.transformer.layers:
             layer.attention.backend = backend
 
+    def set_sequence_parallel(self, group: Any) -> None:
+        """Ulysses sequence parallelism over the process group `group` (None: off).
+
+        Each rank of the group runs the layers on its slice of the tokens and attends with
+        num_attention_heads / group size heads; all ranks must pass identical inputs and get the
+        whole output (`cogvideox_sat.parallel.ulysses` explains the gradient convention).
+        """
+        check_sequence_parallel_degree(self.num_attention_heads, group_size(group))
+        self.sequence_parallel_group = group if group_size(group) > 1 else None
+
     # ---- forward -----------------------------------------------------------------------------
     def forward(
         self,
@@ -329,23 +342,30 @@ class DiffusionTransformer(nn.Module):
             hidden = hidden + positions.to(hidden.dtype)
         hidden = self.transformer.embedding_dropout(hidden)
 
-        # 4. Transformer layers (RoPE, when configured, inside attention)
-        hidden = self._run_layers(hidden, emb, grid)
+        # 4. Transformer layers (RoPE, when configured, inside attention); with sequence
+        #    parallelism on this rank's slice of the tokens, then gathered whole again
+        shard = None
+        if self.sequence_parallel_group is not None:
+            shard = SequenceShard.split(hidden.shape[1], self.sequence_parallel_group)
+        hidden = self._run_layers(hidden, emb, grid, shard)
 
         # 5. Final LayerNorm on all tokens, output head on image tokens, unpatchify
         hidden = self.transformer.final_layernorm(hidden)
         return self.mixins["final_layer"](hidden, emb, grid)
 
-    def _run_layers(self, hidden: torch.Tensor, emb: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
+    def _run_layers(self, hidden: torch.Tensor, emb: torch.Tensor, grid: TokenGrid, shard: SequenceShard | None = None) -> torch.Tensor:
         adaln = self.mixins["adaln_layer"]
         rotary = self.mixins["pos_embed"].rotary(grid)
         swiglu = self.mixins["swiglu"].w2 if "swiglu" in self.mixins else None
+        text_length = grid.text_length
+        if shard is not None:
+            hidden, text_length = shard.scatter(hidden), shard.count_in(0, grid.text_length)
 
         def layer_fn(i: int, h: torch.Tensor) -> torch.Tensor:
             gate = swiglu[i] if swiglu is not None else None
-            return adaln.layer_forward(i, h, emb, grid.text_length, rotary, mlp_gate=gate)
+            return adaln.layer_forward(i, h, emb, text_length, rotary, mlp_gate=gate, shard=shard)
 
-        return run_layers(
+        hidden = run_layers(
             layer_fn,
             hidden,
             self.num_layers,
@@ -353,6 +373,7 @@ class DiffusionTransformer(nn.Module):
             chunk=self.transformer_args.checkpoint_num_layers,
             skip_last=self.transformer_args.checkpoint_skip_layers,
         )
+        return shard.gather(hidden) if shard is not None else hidden
 
 
 def _to_dtype(dtype: str | torch.dtype) -> torch.dtype:

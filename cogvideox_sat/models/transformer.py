@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..parallel.ulysses import SequenceShard
 from .attention import attention
 from .norms import block_norm
 from .rope import Rotary
@@ -54,10 +55,15 @@ class SelfAttention(nn.Module):
         query_norm: TensorFn | None = None,
         key_norm: TensorFn | None = None,
         rotary: Rotary | None = None,
+        shard: SequenceShard | None = None,
     ) -> torch.Tensor:
         b, s, _ = hidden.shape
         # 1. Project and split heads: (b, s, 3 * hidden) -> 3 x (b, s, heads, head_dim), q|k|v thirds
-        q, k, v = self.query_key_value(hidden).view(b, s, 3, self.num_heads, self.head_dim).unbind(2)
+        qkv = self.query_key_value(hidden).view(b, s, 3, self.num_heads, self.head_dim)
+        # 1b. Sequence parallel (Ulysses): this rank's tokens, all heads -> all tokens, its heads
+        if shard is not None:
+            qkv = shard.sequence_to_heads(qkv, head_dim=3)  # (b, S, 3, heads / P, head_dim)
+        q, k, v = qkv.unbind(2)
         # 2. QK-LayerNorm over head_dim, all tokens (before RoPE)
         if query_norm is not None:
             q, k = query_norm(q), key_norm(k)
@@ -69,8 +75,11 @@ class SelfAttention(nn.Module):
         # 4. Attention over (b, heads, s, head_dim)
         dropout = self.attention_dropout if self.training else 0.0
         out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout, self.backend)
+        out = out.transpose(1, 2)
+        if shard is not None:  # back to this rank's tokens with all heads
+            out = shard.heads_to_sequence(out, head_dim=2)  # (b, s, heads, head_dim)
         # 5. Merge heads (b, s, hidden) and project
-        out = self.dense(out.transpose(1, 2).reshape(b, s, self.hidden_size))
+        out = self.dense(out.reshape(b, s, self.hidden_size))
         return self.output_dropout(out)
 
 
