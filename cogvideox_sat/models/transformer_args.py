@@ -2,12 +2,16 @@
 
 The official code hands this block to SwissArmyTransformer as an argparse-like namespace that
 silently ignores unknown keys. Here every key is known, unknown keys raise with the valid
-choices, and two keys of ours are added:
+choices, and three keys of ours are added (speed switches; none changes the numbers):
 
 - `checkpoint_mode`: which activation checkpointing `checkpoint_activations: true` means:
   `full` (recompute whole layers, the official behaviour and default), `selective` (keep the
-  attention outputs, recompute the cheap rest) or `none`.
+  attention outputs, recompute the cheap rest), `selective_mlp_out`, `selective_matmul` (keep
+  more, see `cogvideox_sat.models.checkpointing` for the memory each costs) or `none`.
 - `attention_backend`: torch SDPA backend, see `cogvideox_sat.models.attention.BACKENDS`.
+- `compile`: run each transformer layer (with its checkpointing) through `torch.compile`,
+  which fuses the elementwise work (adaLN modulation + LayerNorm, gated residuals, GELU,
+  QK-norm, RoPE). Needs dropout 0 (all released configs).
 """
 
 from __future__ import annotations
@@ -17,8 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .attention import BACKENDS
-
-CHECKPOINT_MODES: tuple[str, ...] = ("full", "selective", "none")
+from .checkpointing import CHECKPOINT_MODES
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class TransformerArgs:
     checkpoint_skip_layers: int = 0
     checkpoint_mode: str | None = None
     attention_backend: str = "auto"
+    compile: bool = False
     vocab_size: int = 1  # SAT word embeddings; the patch embedding replaces them (unused)
     max_sequence_length: int = 64  # rows of the unused `transformer.position_embeddings` (RoPE models)
     layernorm_order: str = "pre"
@@ -61,6 +65,10 @@ class TransformerArgs:
     def _validate(self) -> None:
         if self.checkpoint_mode is not None and self.checkpoint_mode not in CHECKPOINT_MODES:
             raise ValueError(f"transformer_args.checkpoint_mode={self.checkpoint_mode!r}; choose one of {CHECKPOINT_MODES}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"transformer_args.compile must be true or false, got {self.compile!r}")
+        if self.compile and (self.hidden_dropout or self.attention_dropout):
+            raise ValueError("transformer_args.compile needs hidden_dropout and attention_dropout 0 (compiled recomputation does not replay dropout masks here)")
         if self.attention_backend not in BACKENDS:
             raise ValueError(f"transformer_args.attention_backend={self.attention_backend!r}; choose one of {BACKENDS}")
         if self.layernorm_order != "pre":
