@@ -69,6 +69,17 @@ def fp16_only_for_2b(ctx: RunContext) -> Iterator[Problem]:
         )
 
 
+@rule
+def fp16_needs_a_gpu_for_training(ctx: RunContext) -> Iterator[Problem]:
+    if ctx.kind != "train" or not ctx.precision("fp16"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        key = "deepspeed.fp16.enabled" if ctx.deepspeed_flag("fp16") else "args.fp16"
+        yield _p(ctx, key, "DeepSpeed cannot train in fp16 on a CPU (no GPU found)", "use bf16 or fp32 (bf16.enabled / fp16.enabled false) on a CPU")
+
+
 # ---- frames and sizes --------------------------------------------------------------------
 @rule
 def train_frames_rule(ctx: RunContext) -> Iterator[Problem]:

@@ -84,9 +84,18 @@ def test_args_precision_must_match_deepspeed(tmp_path: Path) -> None:
 
 def test_fp16_refused_for_rope_models(tmp_path: Path) -> None:
     run = run_with(tmp_path, {"deepspeed": {"fp16": {"enabled": True}}}, model="tiny_i2v.yaml")
-    (msg,) = messages(run, "deepspeed.fp16.enabled")
-    assert "only supported for the 2B architecture" in msg and "bf16" in msg
-    # the 2B family may use fp16
+    assert any("only supported for the 2B architecture" in m and "bf16" in m for m in messages(run, "deepspeed.fp16.enabled"))
+    # the 2B family may use fp16 (on a GPU)
+    assert not [m for m in messages(run_with(tmp_path, {"deepspeed": {"fp16": {"enabled": True}}}), "deepspeed.fp16.enabled") if "2B" in m]
+
+
+def test_fp16_training_needs_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = run_with(tmp_path, {"deepspeed": {"fp16": {"enabled": True}}})
+    assert any("cannot train in fp16 on a CPU" in m for m in messages(run, "deepspeed.fp16.enabled"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert not messages(run_with(tmp_path, {"deepspeed": {"fp16": {"enabled": True}}}), "deepspeed.fp16.enabled")
 
 
