@@ -54,6 +54,15 @@ def _kernel_context(backend: str, device: torch.device) -> contextlib.AbstractCo
     return contextlib.nullcontext()
 
 
+def kernel_context(backend: str, device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """The kernel choice of `backend` on `device` as a context manager. Inside code being
+    compiled it is a no-op: compiled layers are traced inside this context, entered eagerly
+    around the compiled call, and the traced graph keeps the kernel chosen then."""
+    if torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    return _kernel_context(backend, device)
+
+
 def attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -62,6 +71,6 @@ def attention(
     backend: str = "auto",
 ) -> torch.Tensor:
     """Softmax(q k^T / sqrt(d)) v over (B, heads, S, d) tensors, no mask."""
-    with _kernel_context(backend, query.device):
+    with kernel_context(backend, query.device):
         return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p)
 

@@ -32,7 +32,7 @@ selective_matmul count is qkv 3 + dense 1 + mlp in 4 + mlp out 1 + attention 1 +
 with LoRA the adapted qkv/dense outputs again. Recompute saved per layer (forward FLOPs, 2B /
 5B): selective 2.4 / 3.9 TFLOP of attention; selective_mlp_out another 0.52 / 1.35 TFLOP.
 
-`run_blocks` runs the layers; with `compiled` each chunk (its checkpoint included, so torch's
+`run_blocks` runs the layers; with a `compile_backend` each chunk (its checkpoint included, so torch's
 partitioner applies the same policy) goes through one `torch.compile`d function that takes the
 layer's modules as arguments, so all layers share one compiled graph.
 """
@@ -119,7 +119,7 @@ def _run_group_selective(
 
 
 @lru_cache(maxsize=None)
-def _group_runner(mode: str, hidden_size: int, compiled: bool) -> Callable[..., torch.Tensor]:
+def _group_runner(mode: str, hidden_size: int, compile_backend: str | None) -> Callable[..., torch.Tensor]:
     if mode == "none":
         run = _run_group
     elif mode == "full":
@@ -127,7 +127,7 @@ def _group_runner(mode: str, hidden_size: int, compiled: bool) -> Callable[..., 
     else:
         run = partial(_run_group_selective, selective_context_fn(mode, hidden_size))
     # dynamic=None: static shapes first, one dynamic recompile if a later step's shape differs
-    return torch.compile(run, dynamic=None) if compiled else run
+    return run if compile_backend is None else torch.compile(run, backend=compile_backend, dynamic=None)
 
 
 def run_blocks(
@@ -139,12 +139,13 @@ def run_blocks(
     chunk: int = 1,
     skip_last: int = 0,
     hidden_size: int = 0,
-    compiled: bool = False,
+    compile_backend: str | None = None,
 ) -> torch.Tensor:
     """hidden = block_fn(block, hidden, *shared) for each block, checkpointed per `mode`.
 
     `blocks` hold each layer's modules (compiled code takes them as arguments, so one graph
-    serves every layer); `hidden_size` identifies the MLP projection for `selective_mlp_out`.
+    serves every layer); `hidden_size` identifies the MLP projection for `selective_mlp_out`;
+    `compile_backend` (e.g. "inductor") runs each chunk through `torch.compile`.
     """
     if mode not in CHECKPOINT_MODES:
         raise ValueError(f"checkpoint mode {mode!r}: choose one of {CHECKPOINT_MODES}")
@@ -152,11 +153,11 @@ def run_blocks(
     active = mode != "none" and torch.is_grad_enabled()
     # Eager code runs an unchecked stack in one go; compiled code keeps one layer per call so
     # that the graph is one layer, not the whole unrolled stack.
-    step = chunk if active else (1 if compiled else num)
+    step = chunk if active else (num if compile_backend is None else 1)
     for start in range(0, num, max(step, 1)):
         group = tuple(blocks[start : start + step])
         group_mode = mode if active and start + skip_last < num else "none"
-        hidden = _group_runner(group_mode, hidden_size, compiled)(block_fn, group, hidden, shared)
+        hidden = _group_runner(group_mode, hidden_size, compile_backend)(block_fn, group, hidden, shared)
     return hidden
 
 

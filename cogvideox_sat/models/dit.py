@@ -16,6 +16,7 @@ Variants are chosen by the config, as officially:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -26,8 +27,9 @@ from torch import nn
 from ..distributed import group_size
 from ..parallel.ulysses import SequenceShard, check_sequence_parallel_degree
 from ..registry import instantiate_from_config
-from .attention import BACKENDS
-from .checkpointing import run_layers
+from .adaln import adaln_block
+from .attention import BACKENDS, kernel_context
+from .checkpointing import run_blocks
 from .geometry import TokenGrid, to_patch_size, token_grid
 from .swiglu import SwiGLUMixin
 from .timestep import SinusoidalTimestep, embedding_mlp, timestep_embedding
@@ -99,6 +101,8 @@ class DiffusionTransformer(nn.Module):
         }
         self.dtype = _to_dtype(dtype)
         self.checkpoint_mode = self.transformer_args.effective_checkpoint_mode
+        self.compile_backend = "inductor" if self.transformer_args.compile else None
+        self.attention_backend = self.transformer_args.attention_backend
         self.sequence_parallel_group = None  # see set_sequence_parallel
 
         # 1. Transformer body (SAT key layout) and conditioning embeddings
@@ -269,7 +273,7 @@ class DiffusionTransformer(nn.Module):
 
     # ---- runtime switches --------------------------------------------------------------------
     def set_checkpoint_mode(self, mode: str) -> None:
-        """Activation checkpointing: 'none', 'full' or 'selective' (see `checkpointing`)."""
+        """Activation checkpointing: one of `CHECKPOINT_MODES` (see `checkpointing`)."""
         if mode not in CHECKPOINT_MODES:
             raise ValueError(f"checkpoint mode {mode!r}: choose one of {CHECKPOINT_MODES}")
         self.checkpoint_mode = mode
@@ -278,8 +282,16 @@ class DiffusionTransformer(nn.Module):
         """SDPA kernel choice for every layer (see `cogvideox_sat.models.attention.BACKENDS`)."""
         if backend not in BACKENDS:
             raise ValueError(f"attention backend {backend!r}: choose one of {BACKENDS}")
+        self.attention_backend = backend
         for layer in self.transformer.layers:
             layer.attention.backend = backend
+
+    def set_compile(self, enabled: bool, backend: str = "inductor") -> None:
+        """Run each layer through `torch.compile` with `backend` (transformer_args.compile uses
+        inductor; tests use aot_eager). The SDPA kernel of compiled layers is chosen when they
+        are first traced: call `torch._dynamo.reset()` after changing the attention backend of a
+        model that already ran compiled."""
+        self.compile_backend = backend if enabled else None
 
     def set_sequence_parallel(self, group: Any) -> None:
         """Ulysses sequence parallelism over the process group `group` (None: off).
@@ -361,18 +373,20 @@ class DiffusionTransformer(nn.Module):
         if shard is not None:
             hidden, text_length = shard.scatter(hidden), shard.count_in(0, grid.text_length)
 
-        def layer_fn(i: int, h: torch.Tensor) -> torch.Tensor:
-            gate = swiglu[i] if swiglu is not None else None
-            return adaln.layer_forward(i, h, emb, text_length, rotary, mlp_gate=gate, shard=shard)
-
-        hidden = run_layers(
-            layer_fn,
-            hidden,
-            self.num_layers,
-            mode=self.checkpoint_mode,
-            chunk=self.transformer_args.checkpoint_num_layers,
-            skip_last=self.transformer_args.checkpoint_skip_layers,
-        )
+        blocks = [adaln.block_modules(i, swiglu[i] if swiglu is not None else None) for i in range(self.num_layers)]
+        compiled = self.compile_backend is not None
+        with kernel_context(self.attention_backend, hidden.device) if compiled else contextlib.nullcontext():
+            hidden = run_blocks(
+                adaln_block,
+                blocks,
+                hidden,
+                (emb, text_length, rotary, shard),
+                mode=self.checkpoint_mode,
+                chunk=self.transformer_args.checkpoint_num_layers,
+                skip_last=self.transformer_args.checkpoint_skip_layers,
+                hidden_size=self.hidden_size,
+                compile_backend=self.compile_backend,
+            )
         return shard.gather(hidden) if shard is not None else hidden
 
 

@@ -2,7 +2,9 @@
 
 `original` is the frozen base Linear; `matrix_A.i` (r x in) and `matrix_B.i` (out/p x r) adapt
 the i-th of `partition` equal output slices (3 for the fused query_key_value, so q, k and v
-each get their own adapter). Output = original(x) + concat_i(B_i A_i dropout(x)) * alpha / r.
+each get their own adapter). Output = original(x) + concat_i(B_i A_i dropout(x)) * alpha / r,
+computed as two matmuls after the base one (down for all partitions, block-diagonal up fused
+with the scale and the add).
 
 Not SAT's class itself: its forward goes through a model-parallel copy that needs an
 initialised process group in backward, its loading silently skips missing keys (so strict
@@ -54,12 +56,18 @@ class LoraLinear(nn.Module):
         return self.original.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # 1. Frozen base projection (..., in) -> (..., out)
         out = self.original(x)
-        # 1. Down-project once for all partitions: (..., in) -> (..., partition * r)
-        down = F.linear(self.lora_dropout(x), torch.cat(list(self.matrix_A)))
-        # 2. Up-project each partition into its output slice
-        ups = [F.linear(d, b) for d, b in zip(down.split(self.r, dim=-1), self.matrix_B)]
-        return out + torch.cat(ups, dim=-1) * self.scaling
+        # 2. Down-project once for all partitions: (..., in) -> (..., partition * r). Adapters run
+        #    in the input's (compute) dtype even if their parameters are kept wider.
+        a = self.matrix_A[0] if self.partition == 1 else torch.cat(tuple(self.matrix_A))
+        down = F.linear(self.lora_dropout(x), a.to(x.dtype))
+        # 3. Up-project every partition with one block-diagonal matmul (partition i's rank slice
+        #    feeds only output slice i), scaled and added to the base output in the same kernel:
+        #    no per-partition outputs, concatenation or separate scale/add passes.
+        b = self.matrix_B[0] if self.partition == 1 else torch.block_diag(*self.matrix_B)
+        fused = torch.addmm(out.reshape(-1, out.shape[-1]), down.reshape(-1, down.shape[-1]), b.to(x.dtype).t(), alpha=self.scaling)
+        return fused.view(out.shape)
 
     def delta_weight(self) -> torch.Tensor:
         """concat_i(B_i A_i) * scaling in float32, shaped like the base weight."""
