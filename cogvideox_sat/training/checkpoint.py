@@ -17,6 +17,8 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
+from cogvideox_sat.training.reshard import UNIVERSAL_DIR, read_states
+
 LATEST = "latest"
 MODEL_STATES = "mp_rank_00_model_states.pt"
 
@@ -61,6 +63,7 @@ def prune_old(folder: str | os.PathLike, keep_last: Optional[int]) -> list[int]:
     for tag in tags[:-keep_last]:
         if str(tag) != latest:
             shutil.rmtree(Path(folder) / str(tag), ignore_errors=True)
+            shutil.rmtree(Path(folder) / UNIVERSAL_DIR / str(tag), ignore_errors=True)  # its converted copy, if any
             removed.append(tag)
     return removed
 
@@ -102,20 +105,24 @@ def save_checkpoint(
     return folder / tag
 
 
-def resume_checkpoint(ds_engine: Any, folder: str | os.PathLike) -> dict[str, Any]:
-    """Load module, optimizer, scheduler and our client state from `folder/latest`."""
+def resume_checkpoint(ds_engine: Any, folder: str | os.PathLike, load_dir: Optional[str | os.PathLike] = None) -> dict[str, Any]:
+    """Load module, optimizer, scheduler and our client state from `folder/latest`.
+
+    `load_dir`: where DeepSpeed reads `<tag>` from when it is not `folder` (the universal copy made
+    by `reshard.prepare_resume` for another process count).
+    """
     tag = read_latest(folder)
     if tag is None:
         raise FileNotFoundError(f"{folder}: no `latest` file, nothing to resume from")
     # Frozen weights (VAE, T5, the base of a LoRA model) are not in our checkpoints: load non-strict,
     # then check that every trainable tensor was restored.
     path, client_state = ds_engine.load_checkpoint(
-        str(folder), tag=tag, load_module_strict=False, load_optimizer_states=True, load_lr_scheduler_states=True
+        str(load_dir or folder), tag=tag, load_module_strict=False, load_optimizer_states=True, load_lr_scheduler_states=True
     )
     if path is None:
         raise RuntimeError(f"{folder}/{tag}: DeepSpeed could not load this checkpoint")
-    # mmap: only the key names are needed, not gigabytes of full fine-tune weights
-    saved = torch.load(Path(folder) / tag / MODEL_STATES, map_location="cpu", weights_only=False, mmap=True)["module"]
+    # mmap: only the key names are needed, not gigabytes of full fine-tune weights (ZeRO-3: rank 0's file)
+    saved = read_states(folder, tag)["module"]
     missing = [n for n, p in ds_engine.module.named_parameters() if p.requires_grad and n not in saved]
     if missing:
         raise RuntimeError(

@@ -12,8 +12,10 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
+from cogvideox_sat import distributed
 from cogvideox_sat.training.checkpoint import save_checkpoint
 from cogvideox_sat.training.metrics import MetricsLogger
+from cogvideox_sat.training.reshard import gather_rng_states
 from cogvideox_sat.training.rng import capture_rng_state
 from cogvideox_sat.training.validation import move_batch, save_validation_samples, validation_loss
 
@@ -135,7 +137,14 @@ def run_loop(
     is_main = not dist.is_initialized() or dist.get_rank() == 0
 
     def checkpoint() -> None:
-        client = {"rng": capture_rng_state(), "data": data_state(), "skipped": dict(state.skipped)}
+        rng = capture_rng_state()
+        client = {
+            "rng": rng,
+            "rng_per_rank": gather_rng_states(rng),  # each rank's stream, for an exact multi-process resume
+            "data": data_state(),
+            "data_parallel_size": distributed.get_data_parallel_world_size(),  # to remap `data` on another count
+            "skipped": dict(state.skipped),
+        }
         path = save_checkpoint(ds_engine, run_dir, state.iteration, client, cfg.keep_last, cfg.trainable_only)
         if is_main:
             print(f"saved checkpoint {path}", flush=True)

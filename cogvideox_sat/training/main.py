@@ -19,11 +19,12 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from cogvideox_sat.registry import allow_any_target
-from cogvideox_sat.training.checkpoint import resume_checkpoint
+from cogvideox_sat.training.checkpoint import read_latest, resume_checkpoint
 from cogvideox_sat.training.data import BatchStream, build_datasets, build_loader
 from cogvideox_sat.training.loop import LoopConfig, LoopState, run_loop
 from cogvideox_sat.training.metrics import MetricsLogger
-from cogvideox_sat.training.rng import restore_rng_state, seed_everything
+from cogvideox_sat.training.reshard import data_position, prepare_resume, restore_rank_rng
+from cogvideox_sat.training.rng import seed_everything
 from cogvideox_sat.training.schedule import LRSchedule, build_scheduler
 from cogvideox_sat.training.setup import RunPlacement, init_distributed
 from cogvideox_sat.training.weights import is_our_training_run, load_transformer
@@ -162,12 +163,16 @@ def train(args: argparse.Namespace) -> LoopState:
         dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
         hide_frozen_modules_from_zero3(engine, placement.device, dtype)
     schedule = LRSchedule(args.lr_decay_iters or args.train_iters, args.warmup, args.lr_decay_style, args.lr_decay_ratio)
+    ds_config = optimizer_config(args.deepspeed_config, placement.device)
+    load_dir = None
+    if resume_from is not None:  # saved by another process count: DeepSpeed loads a universal copy
+        load_dir = prepare_resume(resume_from, read_latest(resume_from), ds_config)
     import deepspeed
 
     ds_engine, _, _, _ = deepspeed.initialize(
         model=engine,
         model_parameters=param_groups(engine),
-        config=optimizer_config(args.deepspeed_config, placement.device),
+        config=ds_config,
         lr_scheduler=lambda opt: build_scheduler(opt, schedule),
         dist_init_required=False,
     )
@@ -175,13 +180,14 @@ def train(args: argparse.Namespace) -> LoopState:
     # 3. exact resume: weights, optimizer, scheduler (DeepSpeed), then RNG and data position
     state = LoopState()
     if resume_from is not None:
-        client = resume_checkpoint(ds_engine, resume_from)
+        client = resume_checkpoint(ds_engine, resume_from, load_dir)
         state.iteration = int(client["iteration"])
         state.skipped.update(client.get("skipped", {}))
-        stream.load_state_dict(client["data"])
-        restore_rng_state(client["rng"])
+        stream.load_state_dict(data_position(client, placement.dp_world_size))
+        exact = restore_rank_rng(client, placement.rank, placement.world_size, placement.dp_rank, args.seed, state.iteration)
         if placement.is_main:
-            print(f"resumed from {resume_from} at iteration {state.iteration}", flush=True)
+            note = "" if exact else " (another process count: random streams reseeded)"
+            print(f"resumed from {resume_from} at iteration {state.iteration}{note}", flush=True)
 
     logger = MetricsLogger(run_dir, enabled=placement.is_main, use_wandb=args.wandb, wandb_project=args.wandb_project_name)
     try:
