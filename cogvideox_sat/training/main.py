@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
+from cogvideox_sat import distributed
 from cogvideox_sat.registry import allow_any_target
 from cogvideox_sat.training.checkpoint import read_latest, resume_checkpoint
 from cogvideox_sat.training.data import BatchStream, build_datasets, build_loader
@@ -125,6 +126,17 @@ def build_engine(args: argparse.Namespace, resume_from: Optional[Path]) -> torch
     return engine
 
 
+def enable_sequence_parallel(engine: torch.nn.Module) -> None:
+    """Ulysses sequence parallelism of the DiT over the model-parallel group (`args.sequence_parallel`).
+
+    The group's ranks share one data-parallel rank (same batches, same seed) and the engine
+    broadcasts the noise draw across the group, so they feed the DiT identical inputs, as Ulysses
+    needs. DeepSpeed, given no model-parallel unit, averages gradients over all ranks, which turns
+    the per-rank partial gradients into the single-GPU gradient (see cogvideox_sat.parallel.ulysses).
+    """
+    engine.diffusion_model.set_sequence_parallel(distributed.get_model_parallel_group())
+
+
 def check_latent_cache(dataset: Any, args: argparse.Namespace, engine: torch.nn.Module) -> None:
     """A dataset reading precomputed latents must match this run's VAE and T5 weights."""
     cache = getattr(dataset, "latent_cache", None)
@@ -158,6 +170,8 @@ def train(args: argparse.Namespace) -> LoopState:
 
     # 2. model, optimizer, LR schedule
     engine = build_engine(args, resume_from)
+    if getattr(args, "sequence_parallel", False):
+        enable_sequence_parallel(engine)
     check_latent_cache(train_set, args, engine)
     if int((args.deepspeed_config.get("zero_optimization") or {}).get("stage", 0)) == 3:
         dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
