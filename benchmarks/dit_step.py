@@ -2,9 +2,12 @@
 
 Builds the `network_config` of any shipped or official config (random weights), runs
 forward + backward on random latents of a given clip size (no optimizer step) and prints one
-table row per (LoRA or full) x (checkpointing none / full / selective).
+table row per (LoRA or full) x setting. A setting is `MODE[+compile][+BACKEND]`: a checkpoint
+mode (none, full, selective, selective_mlp_out, selective_matmul), `compile` to run the layers
+through torch.compile, and an SDPA backend overriding --attention-backend.
 
     python benchmarks/dit_step.py configs/cogvideox_2b_lora.yaml --checkpoint none full selective
+    python benchmarks/dit_step.py configs/cogvideox_2b_lora.yaml --lora-rank 128 --checkpoint selective selective+compile selective_mlp_out+compile
     python benchmarks/dit_step.py configs/cogvideox_5b.yaml --full --checkpoint full selective
     python benchmarks/dit_step.py configs/cogvideox_2b.yaml --lora-rank 128 --check-attention
     python benchmarks/dit_step.py configs/cogvideox_2b.yaml --tiny        # CPU smoke run
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import math
 import statistics
 import sys
@@ -33,6 +37,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cogvideox_sat.models.attention import BACKENDS, attention  # noqa: E402
+from cogvideox_sat.models.checkpointing import CHECKPOINT_MODES  # noqa: E402
 from cogvideox_sat.models.lora import mark_only_lora_trainable  # noqa: E402
 from cogvideox_sat.registry import instantiate_from_config  # noqa: E402
 
@@ -50,6 +55,9 @@ class Result:
     peak_gib: float
     tflops: float
     trainable: int
+    first_step: float = float("nan")  # the first warm-up step (includes compilation)
+    graphs: int = 0  # compiled graphs (torch._dynamo unique_graphs)
+    graph_breaks: int = 0
 
 
 # ---- configuration ------------------------------------------------------------------------------
@@ -127,20 +135,91 @@ def step_flops(model, kwargs: dict[str, torch.Tensor], frozen_base: bool) -> flo
     return matmul * (2 if frozen_base else 3) + attn * 3
 
 
+# ---- settings -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    """One of our lever combinations, written `MODE[+compile][+BACKEND]`."""
+
+    checkpoint: str
+    compile: bool = False
+    backend: str | None = None  # None: the run's --attention-backend
+
+    @property
+    def label(self) -> str:
+        return "+".join([self.checkpoint] + (["compile"] if self.compile else []) + ([self.backend] if self.backend else []))
+
+
+def parse_setting(spec: str) -> Setting:
+    mode, *extras = spec.split("+")
+    if mode not in CHECKPOINT_MODES:
+        raise argparse.ArgumentTypeError(f"{spec!r}: checkpoint mode must be one of {CHECKPOINT_MODES}")
+    compile_, backend = False, None
+    for extra in extras:
+        if extra == "compile":
+            compile_ = True
+        elif extra in BACKENDS:
+            backend = extra
+        else:
+            raise argparse.ArgumentTypeError(f"{spec!r}: {extra!r} is neither 'compile' nor an attention backend {BACKENDS}")
+    return Setting(mode, compile_, backend)
+
+
+def build_ours(cfg, setting: Setting, device, dtype, default_backend: str, compile_backend: str = "inductor"):
+    """Our DiT for `setting` in train mode, LoRA-only trainable when it has adapters."""
+    with torch.device(device):
+        model = instantiate_from_config(cfg)
+    model.to(dtype).train()
+    model.set_checkpoint_mode(setting.checkpoint)
+    model.set_attention_backend(setting.backend or default_backend)
+    model.set_compile(setting.compile, compile_backend)
+    lora = "lora" in model.mixins
+    trainable = mark_only_lora_trainable(model) if lora else sum(p.numel() for p in model.parameters())
+    return model, trainable
+
+
 # ---- measurement --------------------------------------------------------------------------------
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def run_case(cfg, args, device, dtype, checkpoint: str) -> Result:
-    with torch.device(device):
-        model = instantiate_from_config(cfg)
-    model.to(dtype).train()
-    model.set_checkpoint_mode(checkpoint)
-    model.set_attention_backend(args.attention_backend)
+def measure(step, device: torch.device, warmup: int, steps: int) -> tuple[list[float], float, float]:
+    """Run `step` warmup + steps times: (timed seconds, first step's seconds, peak GiB of the timed steps)."""
+    first = float("nan")
+    for i in range(warmup):
+        start = time.perf_counter()
+        step()
+        sync(device)
+        if i == 0:
+            first = time.perf_counter() - start
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return times, first, peak
+
+
+def release(device: torch.device) -> None:
+    """Free what a case left behind: compiled graphs (so the next model compiles with its own
+    static shapes) and cached GPU blocks (so its peak memory is its own)."""
+    torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_case(cfg, args, device, dtype, checkpoint: Setting | str) -> Result:
+    setting = checkpoint if isinstance(checkpoint, Setting) else parse_setting(checkpoint)
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    model, trainable = build_ours(cfg, setting, device, dtype, args.attention_backend, args.compile_backend)
     lora = "lora" in model.mixins
-    trainable = mark_only_lora_trainable(model) if lora else sum(p.numel() for p in model.parameters())
     kwargs = make_inputs(model, args.batch, args.frames, args.height, args.width, device, dtype)
 
     def step() -> None:
@@ -148,34 +227,25 @@ def run_case(cfg, args, device, dtype, checkpoint: str) -> Result:
         out.float().pow(2).mean().backward()
         model.zero_grad(set_to_none=True)
 
-    for _ in range(args.warmup):
-        step()
-    sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    times, first, peak = measure(step, device, args.warmup, args.steps)
     mean = statistics.mean(times)
     r = model.get_mixin("lora").r if lora else 0
     result = Result(
         name=Path(args.config[-1]).stem,
         mode=f"LoRA r{r}" if lora else "full",
-        checkpoint=checkpoint,
-        backend=args.attention_backend,
+        checkpoint=setting.checkpoint + ("+compile" if setting.compile else ""),
+        backend=setting.backend or args.attention_backend,
         seconds=mean,
         seconds_std=statistics.pstdev(times) if len(times) > 1 else 0.0,
         peak_gib=peak,
         tflops=step_flops(model, kwargs, frozen_base=lora) / mean / 1e12,
         trainable=trainable,
+        first_step=first,
+        graphs=counters["stats"]["unique_graphs"],
+        graph_breaks=sum(counters["graph_break"].values()),
     )
     del model, kwargs
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    release(device)
     return result
 
 
@@ -218,13 +288,20 @@ def check_attention(cfg, args, device, dtype) -> None:
 
 def print_table(results: list[Result], args) -> None:
     print(f"\nDiT forward+backward, batch {args.batch}, clip {args.frames}x{args.height}x{args.width}, {args.dtype}, no optimizer step")
-    header = f"{'config':<24} {'mode':<10} {'ckpt':<10} {'attn':<7} {'step s':>12} {'peak GiB':>9} {'TFLOP/s':>8} {'trainable':>14}"
+    header = (
+        f"{'config':<24} {'mode':<10} {'ckpt':<26} {'attn':<7} {'step s':>12} {'peak GiB':>9} {'TFLOP/s':>8} {'trainable':>14}"
+        f" {'1st step s':>10} {'graphs':>6}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         step = f"{r.seconds:.3f}+-{r.seconds_std:.3f}"
         peak = "-" if math.isnan(r.peak_gib) else f"{r.peak_gib:.1f}"
-        print(f"{r.name:<24} {r.mode:<10} {r.checkpoint:<10} {r.backend:<7} {step:>12} {peak:>9} {r.tflops:>8.1f} {r.trainable:>14,}")
+        graphs = f"{r.graphs}" + (f" ({r.graph_breaks} breaks)" if r.graph_breaks else "") if r.graphs else "-"
+        print(
+            f"{r.name:<24} {r.mode:<10} {r.checkpoint:<26} {r.backend:<7} {step:>12} {peak:>9} {r.tflops:>8.1f} {r.trainable:>14,}"
+            f" {r.first_step:>10.1f} {graphs:>6}"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -233,7 +310,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--full", action="store_true", help="drop lora_config: full fine-tuning")
     parser.add_argument("--lora-rank", type=int, default=None, help="add/override LoRA with this rank (alpha = rank)")
     parser.add_argument("--lora-targets", nargs="+", default=None, help="LoRA target_modules (e.g. add mlp.dense_h_to_4h)")
-    parser.add_argument("--checkpoint", nargs="+", default=["full"], choices=["none", "full", "selective"])
+    parser.add_argument("--checkpoint", nargs="+", type=parse_setting, default=[Setting("full")], metavar="MODE[+compile][+BACKEND]")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of +compile settings (aot_eager: CPU smoke)")
     parser.add_argument("--attention-backend", default="auto", choices=BACKENDS)
     parser.add_argument("--frames", type=int, default=49)
     parser.add_argument("--height", type=int, default=480)

@@ -25,6 +25,10 @@ case "$section" in
   sample)
     run python3 benchmarks/sample_speed.py --base configs/cogvideox_2b.yaml --dtype fp16 --repeats 1
     run python3 benchmarks/sample_speed.py --base configs/cogvideox_5b.yaml --dtype bf16 --repeats 1 ;;
+  speed)
+    # ours vs diffusers (+ PEFT LoRA, gradient checkpointing), DiT fwd+bwd in one process; SPEED_ARGS
+    # picks models/settings, e.g. SPEED_ARGS="--models 2b-lora --ours selective+compile full+compile"
+    run python3 benchmarks/vs_diffusers.py ${SPEED_ARGS:-} ;;
   *) echo "unknown section $section"; exit 2 ;;
 esac
 } 2>&1 | tee ${log:-/dev/null}

@@ -1,0 +1,66 @@
+"""benchmarks/vs_diffusers.py and the dit_step.py settings run (tiny, CPU): every case
+produces a row, and the diffusers model it times computes our function."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytest.importorskip("diffusers")
+pytest.importorskip("peft")
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def vs_diffusers():
+    return load("vs_diffusers")
+
+
+def test_settings_parse_and_reject(vs_diffusers):
+    dit_step = sys.modules["dit_step"]
+    setting = dit_step.parse_setting("selective_mlp_out+compile+cudnn")
+    assert (setting.checkpoint, setting.compile, setting.backend) == ("selective_mlp_out", True, "cudnn")
+    assert setting.label == "selective_mlp_out+compile+cudnn"
+    for bad in ("keepmore", "selective+fast"):
+        with pytest.raises(Exception, match="checkpoint mode|compile"):
+            dit_step.parse_setting(bad)
+
+
+def test_tiny_table_times_both_and_checks_the_same_function(vs_diffusers, capsys):
+    rows = vs_diffusers.main(["--tiny", "--models", "2b-lora", "5b-full", "--ours", "selective", "selective_mlp_out+compile"])
+    assert [(r.model, r.impl, r.setting.split(",")[0]) for r in rows] == [
+        ("2b-lora", "diffusers", "ckpt"),
+        ("2b-lora", "ours", "selective"),
+        ("2b-lora", "ours", "selective_mlp_out+compile"),
+        ("5b-full", "diffusers", "ckpt"),
+        ("5b-full", "ours", "selective"),
+        ("5b-full", "ours", "selective_mlp_out+compile"),
+    ]
+    assert all(not r.error and r.seconds > 0 and not math.isnan(r.tflops) for r in rows)
+    out = capsys.readouterr().out
+    assert "time/diff" in out and "FAILED" not in out
+    errors = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "max relative difference" in line]
+    assert len(errors) == 2 and max(errors) < 1e-5  # 2B (sin-cos) and 5B (RoPE): same function as diffusers
+
+
+def test_a_failing_case_is_reported_and_the_run_goes_on(vs_diffusers, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(vs_diffusers, "build_diffusers", broken)
+    monkeypatch.setattr(vs_diffusers, "same_function_error", lambda *args: 0.0)
+    rows = vs_diffusers.main(["--tiny", "--models", "2b-full", "--ours", "full"])
+    assert rows[0].error.startswith("RuntimeError: CUDA out of memory") and not rows[1].error
+    assert "FAILED RuntimeError" in capsys.readouterr().out
