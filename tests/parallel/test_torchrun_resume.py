@@ -1,0 +1,114 @@
+"""`--resume` of multi-process runs through the real launcher (torchrun + train_video.py, gloo, CPU
+demo model, ZeRO-2 LoRA):
+
+- same process count: 2 processes, 4 steps straight == 2 steps, resume, 2 more (every loss equal;
+  each rank gets its own random stream back, not rank 0's);
+- another count: the 2-process checkpoint resumes on 1 process (micro-batch 2, the same global
+  batch) through a universal copy made once, and training goes on.
+Exact equality across counts is the subject of test_resume_other_process_count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # ~1 min on 2 cores: three launches
+
+N, SAVE_AT = 4, 2
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cogvideox_sat.demo.clips import make_sft_folder
+    from cogvideox_sat.demo.tiny_t5 import make_tiny_t5
+
+    root = tmp_path_factory.mktemp("assets")
+    make_tiny_t5(root / "t5", d_model=32)
+    make_sft_folder(root / "data", n_clips=6, num_frames=9, height=64, width=96, fps=8)
+    return root
+
+
+def overlay(assets: Path, save: Path, micro: int = 1, **args) -> dict:
+    t5 = {"is_trainable": False, "input_key": "txt", "ucg_rate": 0.1, "target": "cogvideox_sat.conditioner.FrozenT5Embedder",
+          "params": {"model_dir": str(assets / "t5"), "max_length": 16}}
+    return {
+        "model": {"conditioner_config": {"params": {"emb_models": [t5]}}},
+        "args": {"train_data": [str(assets / "data")], "valid_data": None, "eval_interval": None, "save": str(save),
+                 "train_iters": N, "save_interval": SAVE_AT, "log_interval": 1, "num_workers": 0,
+                 "lr_decay_style": "constant", "warmup": 0.0, **args},
+        "deepspeed": {"train_micro_batch_size_per_gpu": micro, "zero_optimization": {"stage": 2}},
+    }
+
+
+def launch(tmp: Path, processes: int, extra: dict, *flags: str) -> str:
+    cfg = tmp / f"overlay-{time.monotonic_ns()}.yaml"
+    cfg.write_text(yaml.safe_dump(extra))
+    script = [str(REPO / "train_video.py"), "--base", str(REPO / "configs/demo/tiny_t2v_lora.yaml"), str(REPO / "configs/demo/sft_tiny.yaml"), str(cfg), *flags]
+    runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*runner, *script], cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return proc.stdout
+
+
+def run_dir_of(save: Path) -> Path:
+    (run,) = [p for p in save.iterdir() if p.is_dir()]
+    return run
+
+
+def losses(run: Path) -> dict[int, float]:
+    """Last logged loss per iteration (a resumed run logs again the steps after its checkpoint)."""
+    out = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec:
+            out[rec["iteration"]] = rec["loss"]
+    return out
+
+
+def rewind(run: Path, to: Path, tag: int) -> Path:
+    """A copy of `run` whose last checkpoint is `tag` (later ones removed)."""
+    shutil.copytree(run, to)
+    for later in [p for p in to.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > tag]:
+        shutil.rmtree(later)
+    (to / "latest").write_text(str(tag))
+    metrics = to / "metrics.jsonl"
+    kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["iteration"] <= tag]
+    metrics.write_text("".join(f"{line}\n" for line in kept))
+    return to
+
+
+def test_multi_process_resume_same_and_other_count(assets: Path, tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    launch(tmp_path, 2, overlay(assets, straight))
+    run = run_dir_of(straight)
+    expected = losses(run)
+    assert sorted(expected) == list(range(1, N + 1))
+
+    # same count: exact
+    again = rewind(run, tmp_path / "again" / run.name, SAVE_AT)
+    out = launch(tmp_path, 2, overlay(assets, again.parent), "--resume", str(again))
+    assert f"resumed from {again} at iteration {SAVE_AT}\n" in out
+    assert losses(again) == expected
+
+    # another count: 1 process x micro-batch 2 goes on from the 2-process checkpoint
+    other = rewind(run, tmp_path / "other" / run.name, SAVE_AT)
+    out = launch(tmp_path, 1, overlay(assets, other.parent, micro=2, train_iters=SAVE_AT + 1), "--resume", str(other))
+    assert "written by 2 processes, resuming on 1" in out
+    assert f"resumed from {other} at iteration {SAVE_AT} (another process count: random streams reseeded)" in out
+    assert (other / "universal" / str(SAVE_AT) / ".complete").is_file()
+    resumed = losses(other)
+    assert sorted(resumed) == list(range(1, SAVE_AT + 2)) and all(resumed[i] == expected[i] for i in range(1, SAVE_AT + 1))
+    assert 0 < resumed[SAVE_AT + 1] < 2 * max(expected.values())  # trains on from the restored state
+    assert (other / str(SAVE_AT + 1) / "mp_rank_00_model_states.pt").is_file()
