@@ -14,8 +14,8 @@ step time, peak memory and the ratios to diffusers.
 A setting is `MODE[+compile][+BACKEND]` (see benchmarks/dit_step.py): checkpoint mode, our
 layers through torch.compile, SDPA backend (default auto: cuDNN on H100). Every case is built,
 measured and freed before the next; a case that fails (out of memory, a compile error) is
-reported in the table and the run goes on. "1st s" is the first warm-up step (compilation
-included).
+reported in the table and the run goes on; no case starts after --budget-s. "1st s" is the
+first warm-up step (compilation included).
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def print_table(rows: list[Row], args) -> None:
     for r in rows:
         ref = next((d for d in rows if d.model == r.model and d.impl == "diffusers" and not d.error), None)
         if r.error:
-            print(f"{r.model:<8} {r.impl:<9} {r.setting:<28} FAILED {r.error}")
+            print(f"{r.model:<8} {r.impl:<9} {r.setting:<28} {'' if r.error.startswith('skipped') else 'FAILED '}{r.error}")
             continue
         ratio = f"{r.seconds / ref.seconds:.3f}" if ref else "-"
         mem = f"{r.peak_gib / ref.peak_gib:.2f}" if ref and not math.isnan(r.peak_gib) else "-"
@@ -226,6 +226,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--budget-s", type=float, default=420, help="start no new case after this many seconds (the rest are listed as skipped)")
     parser.add_argument("--tiny", action="store_true", help="toy sizes on CPU (smoke test; aot_eager compile)")
     return parser.parse_args(argv)
 
@@ -244,11 +245,15 @@ def main(argv: list[str] | None = None) -> list[Row]:
         print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}", flush=True)
     dtype = DTYPES[args.dtype]
     start = time.perf_counter()
+    cases = [(name, "diffusers", None) for name in args.models if not args.no_diffusers]
+    cases += [(name, "ours", setting) for name in args.models for setting in args.ours]
+    cases.sort(key=lambda case: args.models.index(case[0]))  # per model: diffusers, then ours
     rows = []
-    for name in args.models:
-        if not args.no_diffusers:
-            rows.append(run_case(name, "diffusers", None, args, device, dtype))
-        rows.extend(run_case(name, "ours", setting, args, device, dtype) for setting in args.ours)
+    for name, impl, setting in cases:
+        if time.perf_counter() - start > args.budget_s:  # leave time to print the table before any outer timeout
+            rows.append(Row(name, impl, setting.label if setting else "ckpt", error=f"skipped: past the {args.budget_s:.0f} s budget"))
+            continue
+        rows.append(run_case(name, impl, setting, args, device, dtype))
     print_table(rows, args)
     if args.tiny:
         for name in dict.fromkeys(n.split("-")[0] for n in args.models):

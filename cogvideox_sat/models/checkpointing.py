@@ -24,7 +24,7 @@ bytes: 0.0636 GiB for 2B and 0.1017 GiB for 5B at 49x480x720, batch 1; x30 / x42
 | full              | 1           | 1.9 GiB       | 4.3 GiB       | 6.7 (meas.)   | 17.1 (meas.)  |
 | selective         | 2           | 3.8 GiB       | 8.5 GiB       | 8.6 (meas.)   | 21.4 (meas.)  |
 | selective_mlp_out | 3           | 5.7 GiB       | 12.8 GiB      | ~10.5         | ~25.6         |
-| selective_matmul  | 11 (+4.3 LoRA)| 21 GiB      | 47 GiB        | ~34           | ~78           |
+| selective_matmul  | 11 (15 LoRA)| 21 GiB        | 47 GiB        | ~34           | ~78           |
 | none              | ~13         | ~25 GiB       | ~55 GiB       | 29.7 (meas.)  | -             |
 
 *peak = measured `full` peak (H100, bf16, LoRA r128 on attention) + the extra units; the
@@ -32,9 +32,12 @@ selective_matmul count is qkv 3 + dense 1 + mlp in 4 + mlp out 1 + attention 1 +
 with LoRA the adapted qkv/dense outputs again. Recompute saved per layer (forward FLOPs, 2B /
 5B): selective 2.4 / 3.9 TFLOP of attention; selective_mlp_out another 0.52 / 1.35 TFLOP.
 
-`run_blocks` runs the layers; with a `compile_backend` each chunk (its checkpoint included, so torch's
-partitioner applies the same policy) goes through one `torch.compile`d function that takes the
-layer's modules as arguments, so all layers share one compiled graph.
+`run_blocks` runs the layers; with a `compile_backend` each chunk (its checkpoint included, so
+torch's partitioner applies the same policy) goes through one `torch.compile`d function that
+takes the layer's modules as arguments, so all layers share one compiled graph. Compiled, the
+partitioner also skips recomputing what backward does not need: with LoRA (frozen MLP and
+gates) the MLP output is never recomputed, so there selective_mlp_out equals selective, while
+eager recomputation runs each layer's forward up to its last saved tensor.
 """
 
 from __future__ import annotations

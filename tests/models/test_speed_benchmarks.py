@@ -64,3 +64,10 @@ def test_a_failing_case_is_reported_and_the_run_goes_on(vs_diffusers, monkeypatc
     rows = vs_diffusers.main(["--tiny", "--models", "2b-full", "--ours", "full"])
     assert rows[0].error.startswith("RuntimeError: CUDA out of memory") and not rows[1].error
     assert "FAILED RuntimeError" in capsys.readouterr().out
+
+
+def test_cases_past_the_budget_are_listed_as_skipped(vs_diffusers, monkeypatch):
+    monkeypatch.setattr(vs_diffusers, "same_function_error", lambda *args: 0.0)
+    rows = vs_diffusers.main(["--tiny", "--models", "2b-full", "5b-full", "--ours", "full", "--budget-s", "0"])
+    assert [(r.model, r.impl) for r in rows] == [("2b-full", "diffusers"), ("2b-full", "ours"), ("5b-full", "diffusers"), ("5b-full", "ours")]
+    assert all(r.error.startswith("skipped") and math.isnan(r.seconds) for r in rows)
