@@ -21,6 +21,23 @@ aten = torch.ops.aten
 LORA = {"r": 4, "lora_alpha": 8}
 
 
+class OpLog(TorchDispatchMode):
+    """Every aten op called, with its tensor arguments' dtypes."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    @property
+    def ops(self):
+        return [op for op, _ in self.calls]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        dtypes = [a.dtype for a in args if isinstance(a, torch.Tensor)]
+        self.calls.append((func, dtypes))
+        return func(*args, **(kwargs or {}))
+
+
 # ---- references: the official split-and-concat forms --------------------------------------
 def split_modulate(x, L, text, image):
     return torch.cat((x[:, :L] * (1 + text[1]) + text[0], x[:, L:] * (1 + image[1]) + image[0]), dim=1)
@@ -116,39 +133,24 @@ def test_lora_matmuls_run_in_the_compute_dtype_without_casts():
     lora = model.transformer.layers[0].attention.query_key_value
     assert {p.dtype for p in lora.parameters()} == {torch.bfloat16}
     x = torch.randn(1, 5, HIDDEN, dtype=torch.bfloat16)
-    with OpLog() as log:
-        lora(x).float().sum().backward()
-    matmuls = [dtypes for op, dtypes in log.calls if op in (aten.mm.default, aten.addmm.default)]
-    assert len(matmuls) >= 3 and all(set(d) == {torch.bfloat16} for d in matmuls)
-    assert aten._to_copy.default not in log.ops[: log.ops.index(aten.addmm.default) + 3]  # no casts in the forward
+    with OpLog() as forward:
+        out = lora(x)
+    with OpLog() as backward:
+        out.float().sum().backward()
+    matmuls = [d for op, d in forward.calls + backward.calls if op in (aten.mm.default, aten.addmm.default)]
+    assert len(matmuls) == 3 + 3 and all(set(d) == {torch.bfloat16} for d in matmuls)  # base, down, up; grads of B, down, A
+    assert aten._to_copy.default not in forward.ops and aten.cat.default in forward.ops  # A's three partitions only
 
     # adapters kept in float32 (e.g. as optimizer masters) still multiply in bf16
     for p in [*lora.matrix_A, *lora.matrix_B]:
         p.data = p.data.float()
-    with OpLog() as log:
+    with OpLog() as forward:
         out = lora(x)
     assert out.dtype == torch.bfloat16
-    assert all(set(d) == {torch.bfloat16} for op, d in log.calls if op in (aten.mm.default, aten.addmm.default))
+    assert all(set(d) == {torch.bfloat16} for op, d in forward.calls if op in (aten.mm.default, aten.addmm.default))
 
 
 # ---- checkpointing modes -------------------------------------------------------------------
-class OpLog(TorchDispatchMode):
-    """Every aten op called, with its tensor arguments' dtypes."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    @property
-    def ops(self):
-        return [op for op, _ in self.calls]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        dtypes = [a.dtype for a in args if isinstance(a, torch.Tensor)]
-        self.calls.append((func, dtypes))
-        return func(*args, **(kwargs or {}))
-
-
 def build(variant="5b", lora=True, seed=0, **overrides):
     model = randomize_(instantiate_from_config(network_config(variant, lora=LORA if lora else None, **overrides)), seed=seed)
     if lora:

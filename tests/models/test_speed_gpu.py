@@ -1,0 +1,69 @@
+"""CUDA-only checks of the speed levers (skipped on CPU): compiled layers (inductor, cuDNN
+attention on Hopper) and the keep-more checkpointing modes give the eager default's numbers
+in bf16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cogvideox_sat.models.lora import mark_only_lora_trainable
+from cogvideox_sat.registry import instantiate_from_config
+from tests.models.dit_cases import inputs, network_config, randomize_
+
+pytestmark = pytest.mark.gpu
+
+
+def cuda_model(variant: str, lora: bool):
+    cfg = network_config(variant, lora={"r": 4, "lora_alpha": 8} if lora else None, dtype="bf16")
+    model = randomize_(instantiate_from_config(cfg), seed=4).cuda().to(torch.bfloat16)
+    if lora:
+        mark_only_lora_trainable(model)
+    return model
+
+
+def cuda_step(model, kwargs):
+    model.zero_grad(set_to_none=True)
+    out = model(**kwargs)
+    out.float().pow(2).mean().backward()
+    grads = {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
+    return out.detach().float(), grads
+
+
+def assert_close_step(result, reference, what):
+    out, grads = result
+    ref_out, ref_grads = reference
+    assert ((out - ref_out).abs().max() / ref_out.abs().max()).item() < 2e-2, what
+    assert grads.keys() == ref_grads.keys()
+    for name, g in grads.items():
+        scale = ref_grads[name].abs().max().clamp_min(1e-6)
+        assert ((g - ref_grads[name]).abs().max() / scale).item() < 5e-2, f"{what}: {name}"
+
+
+def cuda_inputs(variant: str) -> dict:
+    return {k: v.cuda().to(torch.bfloat16) if v.is_floating_point() and k != "timesteps" else v.cuda() for k, v in inputs(variant).items()}
+
+
+@pytest.mark.parametrize(("variant", "lora"), [("2b", True), ("5b", True), ("1.5_i2v", False)])
+def test_keep_more_modes_match_eager_default(variant, lora):
+    model = cuda_model(variant, lora)
+    kwargs = cuda_inputs(variant)
+    model.set_checkpoint_mode("none")
+    reference = cuda_step(model, kwargs)
+    for mode in ("selective_mlp_out", "selective_matmul"):
+        model.set_checkpoint_mode(mode)
+        assert_close_step(cuda_step(model, kwargs), reference, mode)
+
+
+@pytest.mark.parametrize(("variant", "lora", "mode"), [("2b", True, "selective"), ("1.5_i2v", False, "selective_mlp_out")])
+def test_inductor_compiled_layers_match_eager_default(variant, lora, mode):
+    torch._dynamo.reset()
+    model = cuda_model(variant, lora)
+    kwargs = cuda_inputs(variant)
+    model.set_checkpoint_mode("none")
+    reference = cuda_step(model, kwargs)
+    model.set_checkpoint_mode(mode)
+    model.set_compile(True)
+    for _ in range(2):
+        assert_close_step(cuda_step(model, kwargs), reference, f"{mode}+compile")
+    torch._dynamo.reset()
