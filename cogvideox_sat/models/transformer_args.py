@@ -2,7 +2,7 @@
 
 The official code hands this block to SwissArmyTransformer as an argparse-like namespace that
 silently ignores unknown keys. Here every key is known, unknown keys raise with the valid
-choices, and three keys of ours are added (speed switches; none changes the numbers):
+choices, and three keys of ours are added (speed switches; results equal up to float rounding):
 
 - `checkpoint_mode`: which activation checkpointing `checkpoint_activations: true` means:
   `full` (recompute whole layers, the official behaviour and default), `selective` (keep the
