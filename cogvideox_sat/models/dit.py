@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -374,7 +375,11 @@ class DiffusionTransformer(nn.Module):
             hidden, text_length = shard.scatter(hidden), shard.count_in(0, grid.text_length)
 
         blocks = [adaln.block_modules(i, swiglu[i] if swiglu is not None else None) for i in range(self.num_layers)]
-        compiled = self.compile_backend is not None
+        compile_backend = self.compile_backend
+        if shard is not None and compile_backend is not None:  # its all-to-all is not traceable here
+            warnings.warn("transformer_args.compile is ignored under sequence parallelism: layers run eagerly", stacklevel=2)
+            compile_backend = None
+        compiled = compile_backend is not None
         with kernel_context(self.attention_backend, hidden.device) if compiled else contextlib.nullcontext():
             hidden = run_blocks(
                 adaln_block,
@@ -385,7 +390,7 @@ class DiffusionTransformer(nn.Module):
                 chunk=self.transformer_args.checkpoint_num_layers,
                 skip_last=self.transformer_args.checkpoint_skip_layers,
                 hidden_size=self.hidden_size,
-                compile_backend=self.compile_backend,
+                compile_backend=compile_backend,
             )
         return shard.gather(hidden) if shard is not None else hidden
 
