@@ -117,7 +117,9 @@ def build_engine(args: argparse.Namespace, resume_from: Optional[Path]) -> torch
 
     with allow_any_target(getattr(args, "allow_any_target", False)):
         engine = SATVideoDiffusionEngine(args)
-    if args.load and resume_from is None:
+    # a resumed run's checkpoints hold the trainable tensors only: the frozen base (e.g. under LoRA)
+    # still comes from args.load, unless args.load is that run itself
+    if args.load and (resume_from is None or Path(args.load).resolve() != Path(resume_from).resolve()):
         report = load_transformer(engine, args.load, lenient=args.force_train)
         print(report.summary(), flush=True)
     engine.disable_untrainable_params()

@@ -86,8 +86,8 @@ def prepare_resume(folder: str | os.PathLike, tag: Optional[str], ds_config: dic
     folder = Path(folder)
     world = dist.get_world_size() if dist.is_initialized() else 1
     saved = saved_process_count(read_states(folder, tag))
-    if saved == world:
-        return None
+    if saved == world or not any((folder / tag).glob("*optim_states.pt")):
+        return None  # same count, or no ZeRO partitions (stage 0 keeps whole states): loads as is
     target = folder / UNIVERSAL_DIR / tag
     if (not dist.is_initialized() or dist.get_rank() == 0) and not (target / _DONE).is_file():
         print(f"checkpoint {folder / tag} was written by {saved} processes, resuming on {world}: converting it to "

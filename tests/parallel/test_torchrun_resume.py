@@ -1,8 +1,8 @@
 """`--resume` of multi-process runs through the real launcher (torchrun + train_video.py, gloo, CPU
-demo model, ZeRO-2 LoRA):
+demo model, ZeRO-2 LoRA fine-tune of a base loaded with `load`):
 
 - same process count: 2 processes, 4 steps straight == 2 steps, resume, 2 more (every loss equal;
-  each rank gets its own random stream back, not rank 0's);
+  each rank gets its own random stream back, not rank 0's, and the frozen base is loaded again);
 - another count: the 2-process checkpoint resumes on 1 process (micro-batch 2, the same global
   batch) through a universal copy made once, and training goes on.
 Exact equality across counts is the subject of test_resume_other_process_count.
@@ -23,7 +23,7 @@ import yaml
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow  # ~1 min on 2 cores: three launches
+pytestmark = pytest.mark.slow  # ~1 min on 2 cores: four launches
 
 N, SAVE_AT = 4, 2
 
@@ -51,10 +51,10 @@ def overlay(assets: Path, save: Path, micro: int = 1, **args) -> dict:
     }
 
 
-def launch(tmp: Path, processes: int, extra: dict, *flags: str) -> str:
+def launch(tmp: Path, processes: int, extra: dict, *flags: str, model: str = "tiny_t2v_lora.yaml") -> str:
     cfg = tmp / f"overlay-{time.monotonic_ns()}.yaml"
     cfg.write_text(yaml.safe_dump(extra))
-    script = [str(REPO / "train_video.py"), "--base", str(REPO / "configs/demo/tiny_t2v_lora.yaml"), str(REPO / "configs/demo/sft_tiny.yaml"), str(cfg), *flags]
+    script = [str(REPO / "train_video.py"), "--base", str(REPO / "configs/demo" / model), str(REPO / "configs/demo/sft_tiny.yaml"), str(cfg), *flags]
     runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([*runner, *script], cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
@@ -90,21 +90,25 @@ def rewind(run: Path, to: Path, tag: int) -> Path:
 
 
 def test_multi_process_resume_same_and_other_count(assets: Path, tmp_path: Path) -> None:
+    # a base model (one step of the full tiny model) that the LoRA runs load
+    launch(tmp_path, 1, overlay(assets, tmp_path / "base", train_iters=1, save_interval=1), model="tiny_t2v.yaml")
+    base = {"mode": "finetune", "load": str(run_dir_of(tmp_path / "base"))}
+
     straight = tmp_path / "straight"
-    launch(tmp_path, 2, overlay(assets, straight))
+    launch(tmp_path, 2, overlay(assets, straight, **base))
     run = run_dir_of(straight)
     expected = losses(run)
     assert sorted(expected) == list(range(1, N + 1))
 
     # same count: exact
     again = rewind(run, tmp_path / "again" / run.name, SAVE_AT)
-    out = launch(tmp_path, 2, overlay(assets, again.parent), "--resume", str(again))
+    out = launch(tmp_path, 2, overlay(assets, again.parent, **base), "--resume", str(again))
     assert f"resumed from {again} at iteration {SAVE_AT}\n" in out
     assert losses(again) == expected
 
     # another count: 1 process x micro-batch 2 goes on from the 2-process checkpoint
     other = rewind(run, tmp_path / "other" / run.name, SAVE_AT)
-    out = launch(tmp_path, 1, overlay(assets, other.parent, micro=2, train_iters=SAVE_AT + 1), "--resume", str(other))
+    out = launch(tmp_path, 1, overlay(assets, other.parent, micro=2, train_iters=SAVE_AT + 1, **base), "--resume", str(other))
     assert "written by 2 processes, resuming on 1" in out
     assert f"resumed from {other} at iteration {SAVE_AT} (another process count: random streams reseeded)" in out
     assert (other / "universal" / str(SAVE_AT) / ".complete").is_file()
