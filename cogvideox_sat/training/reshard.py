@@ -51,7 +51,7 @@ def saved_process_count(states: dict[str, Any]) -> int:
     return int(states["dp_world_size"])
 
 
-def _convert(source: Path, target: Path) -> None:
+def _convert(source: Path, target: Path, workers: int = 1) -> None:
     from deepspeed.checkpoint import ds_to_universal
 
     tmp = target.with_name(f".{target.name}.tmp")
@@ -60,8 +60,8 @@ def _convert(source: Path, target: Path) -> None:
     options = argparse.Namespace(
         input_folder=str(source),
         output_folder=str(tmp),
-        num_extract_workers=1,  # serial: no process pools inside a torchrun worker
-        num_merge_workers=1,
+        num_extract_workers=workers,  # 1: serial, no process pools inside a torchrun worker
+        num_merge_workers=workers,
         keep_temp_folder=False,
         strict=True,
         inject_missing_state=True,  # plain data parallelism: the version tag is all the info it needs
@@ -78,7 +78,9 @@ def prepare_resume(folder: str | os.PathLike, tag: Optional[str], ds_config: dic
 
     None: the checkpoint itself (same count, or no tag: the caller reports the missing `latest`).
     Another count: the folder holding its universal copy (converted by rank 0 unless already
-    there), and `ds_config["checkpoint"]["load_universal"]` is set; it must reach
+    there, while the others wait at a barrier: convert large full fine-tunes ahead with
+    `python -m cogvideox_sat.training.reshard <run>` so the wait stays short of the process
+    group's timeout), and `ds_config["checkpoint"]["load_universal"]` is set; it must reach
     `deepspeed.initialize`.
     """
     if tag is None:
@@ -134,3 +136,21 @@ def gather_rng_states(state: dict[str, Any]) -> Optional[list[dict[str, Any]]]:
     states: list[Optional[dict[str, Any]]] = [None] * dist.get_world_size()
     dist.all_gather_object(states, state)
     return states  # type: ignore[return-value]
+
+
+def main() -> None:
+    """Convert a run's latest checkpoint to the universal layout ahead of a resume on another count."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("run", help="the run folder (holds `latest`)")
+    parser.add_argument("--tag", help="iteration to convert (default: `latest`)")
+    parser.add_argument("--workers", type=int, default=4, help="processes extracting and merging the ZeRO shards")
+    args = parser.parse_args()
+    run = Path(args.run)
+    tag = args.tag or (run / "latest").read_text().strip()
+    target = run / UNIVERSAL_DIR / tag
+    _convert(run / tag, target, args.workers)
+    print(f"{target}: ready; resume with --resume {run} on any process count", flush=True)
+
+
+if __name__ == "__main__":
+    main()
