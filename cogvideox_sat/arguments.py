@@ -138,6 +138,11 @@ class OurArgs(_Group):
         False, description="also save frozen weights (LoRA base, VAE, T5) in checkpoints; default: trainable only"
     )
     max_nonfinite_steps: int = Field(5, ge=1, description="stop after this many non-finite losses in a row")
+    sequence_parallel: bool = Field(
+        False,
+        description="Ulysses sequence parallelism of the DiT over the model-parallel group: "
+        "model_parallel_size ranks share one clip, attention heads split between them",
+    )
     lora_load: Optional[str] = Field(
         None,
         description="sampling: a LoRA-only run folder of ours (holds `latest`) applied on top of args.load, the base transformer",

@@ -223,14 +223,14 @@ def deepspeed_batch_sizes(ctx: RunContext) -> Iterator[Problem]:
             if value is not None and ctx.args_set(arg) and getattr(ctx.args, arg) != value:
                 yield _p(ctx, f"args.{arg}", f"args.{arg}={getattr(ctx.args, arg)} disagrees with deepspeed.{ds_key}={value}", "set one of them only, or both to the same value")
     if total is not None and micro is not None:
+        # DeepSpeed runs without a model-parallel unit here, so it counts every process
         world = ctx.world_size
-        mp = ctx.args.model_parallel_size if ctx.args else 1
-        expected = micro * (accum or 1) * max(world // mp, 1)
+        expected = micro * (accum or 1) * world
         if total != expected:
             yield _p(
                 ctx,
                 "deepspeed.train_batch_size",
-                f"{total} != micro batch {micro} x accumulation {accum or 1} x data-parallel size {max(world // mp, 1)} = {expected}",
+                f"{total} != micro batch {micro} x accumulation {accum or 1} x processes {world} = {expected}",
                 "remove train_batch_size (DeepSpeed derives it) or make the product match",
             )
 
@@ -261,8 +261,10 @@ def _checkpoint_folder_problems(ctx: RunContext, key: str, load: str) -> Iterato
     if not latest.is_file():
         yield _p(ctx, key, f"'{load}' has no `latest` file", "point it at the folder that holds `latest` and `<iteration>/mp_rank_00_model_states.pt`")
         return
+    from cogvideox_sat.io.sat_checkpoint import states_file_in
+
     tag = latest.read_text().strip()
-    if not (folder / tag / "mp_rank_00_model_states.pt").is_file():
+    if states_file_in(folder / tag) is None:
         yield _p(ctx, key, f"`latest` says '{tag}' but '{folder / tag / 'mp_rank_00_model_states.pt'}' is missing", "complete the download or fix `latest`")
 
 
@@ -330,3 +332,24 @@ def transformer_args_valid(ctx: RunContext) -> Iterator[Problem]:
         TransformerArgs.from_config({k: v for k, v in block.items() if k in known})
     except (TypeError, ValueError) as err:
         yield _p(ctx, key, str(err))
+
+
+# ---- parallelism -------------------------------------------------------------------------
+@rule
+def sequence_parallel_layout(ctx: RunContext) -> Iterator[Problem]:
+    if ctx.args is None:
+        return
+    mp = ctx.args.model_parallel_size
+    if ctx.args.sequence_parallel:
+        if mp < 2:
+            yield _p(ctx, "args.sequence_parallel", "sequence parallelism needs model_parallel_size >= 2 (the ranks that share one clip)", "set args.model_parallel_size to the degree, e.g. 2 or 4")
+        heads = ctx.network.get("num_attention_heads")
+        if isinstance(heads, int) and mp >= 2:
+            from cogvideox_sat.parallel import check_sequence_parallel_degree
+
+            try:
+                check_sequence_parallel_degree(heads, mp)
+            except ValueError as err:
+                yield _p(ctx, "args.model_parallel_size", str(err))
+    if ctx.world_size % mp:
+        yield _p(ctx, "args.model_parallel_size", f"{mp} does not divide the {ctx.world_size} processes", "launch a multiple of model_parallel_size processes")

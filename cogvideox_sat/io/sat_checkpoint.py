@@ -21,6 +21,14 @@ from .dit_keys import adapt_dit_state_dict
 from .load_report import LoadReport, load_state_dict_with_report
 
 MODEL_STATES = "mp_rank_00_model_states.pt"
+# DeepSpeed names the module file differently under ZeRO-3 (one per data-parallel rank; rank 0's
+# holds the non-partitioned states); both layouts are readable.
+MODEL_STATES_FILES = (MODEL_STATES, "zero_pp_rank_0_mp_rank_00_model_states.pt")
+
+
+def states_file_in(folder: Path) -> Path | None:
+    """The model-states file inside an iteration folder, under either DeepSpeed name."""
+    return next((folder / name for name in MODEL_STATES_FILES if (folder / name).is_file()), None)
 DIT_PREFIX = "model.diffusion_model."
 
 
@@ -55,10 +63,10 @@ def resolve_checkpoint_file(load_dir: str | os.PathLike[str], iteration: int | s
         if not latest.is_file():
             raise FileNotFoundError(f"{path} has no 'latest' file and no {MODEL_STATES}; pass the iteration explicitly")
         iteration = latest.read_text().strip()
-    candidate = path / str(iteration) / MODEL_STATES
-    if not candidate.is_file():
-        found = sorted(p.parent.name for p in path.glob(f"*/{MODEL_STATES}"))
-        raise FileNotFoundError(f"{candidate} does not exist; iterations present: {found or 'none'}")
+    candidate = states_file_in(path / str(iteration))
+    if candidate is None:
+        found = sorted({p.parent.name for name in MODEL_STATES_FILES for p in path.glob(f"*/{name}")})
+        raise FileNotFoundError(f"{path / str(iteration) / MODEL_STATES} does not exist; iterations present: {found or 'none'}")
     return candidate
 
 

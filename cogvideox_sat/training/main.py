@@ -172,7 +172,7 @@ def train(args: argparse.Namespace) -> LoopState:
 
     # 2. model, optimizer, LR schedule
     engine = build_engine(args, resume_from)
-    if getattr(args, "sequence_parallel", False):
+    if args.sequence_parallel:
         enable_sequence_parallel(engine)
     check_latent_cache(train_set, args, engine)
     if int((args.deepspeed_config.get("zero_optimization") or {}).get("stage", 0)) == 3:

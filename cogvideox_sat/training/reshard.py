@@ -28,7 +28,7 @@ from cogvideox_sat.training.rng import restore_rng_state, seed_everything
 
 UNIVERSAL_DIR = "universal"
 # the model-states file of a tag: ZeRO-0/1/2 write the first, ZeRO-3 one per rank (rank 0's named)
-STATES_FILES = ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")
+from cogvideox_sat.io.sat_checkpoint import MODEL_STATES_FILES as STATES_FILES
 _DONE = ".complete"
 
 

@@ -235,3 +235,24 @@ def test_resume_and_lora_load_folders_are_checked(tmp_path: Path) -> None:
     empty.mkdir()
     run = run_with(tmp_path, {"args": {"lora_load": str(empty)}}, kind="sample")
     assert any("has no `latest`" in m for m in messages(run, "args.lora_load"))
+
+
+def test_sequence_parallel_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = run_with(tmp_path, {"args": {"sequence_parallel": True}})
+    assert any("model_parallel_size >= 2" in m for m in messages(run, "args.sequence_parallel"))
+    monkeypatch.setenv("WORLD_SIZE", "6")
+    run = run_with(tmp_path, {"args": {"sequence_parallel": True, "model_parallel_size": 3}})  # tiny model: 2 heads
+    assert any("does not divide num_attention_heads 2" in m for m in messages(run, "args.model_parallel_size"))
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    run = run_with(tmp_path, {"args": {"sequence_parallel": True, "model_parallel_size": 2}})
+    assert any("does not divide the 3 processes" in m for m in messages(run, "args.model_parallel_size"))
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert run_with(tmp_path, {"args": {"sequence_parallel": True, "model_parallel_size": 2}}).ok
+
+
+def test_zero3_checkpoint_folders_are_accepted(tmp_path: Path) -> None:
+    folder = tmp_path / "zero3_run"
+    (folder / "4").mkdir(parents=True)
+    (folder / "latest").write_text("4")
+    (folder / "4" / "zero_pp_rank_0_mp_rank_00_model_states.pt").write_bytes(b"")
+    assert not messages(run_with(tmp_path, {"args": {"resume": str(folder)}}), "args.resume")
