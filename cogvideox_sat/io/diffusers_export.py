@@ -22,7 +22,7 @@ from .diffusers_configs import ConversionError, build_dit_on_meta, transformer_c
 from .diffusers_keys import sat_dit_to_diffusers
 from .diffusers_vae_keys import sat_vae_to_diffusers
 from .dit_variant import check_dit_checkpoint
-from .sat_checkpoint import DIT_PREFIX, read_module_state, resolve_checkpoint_file, split_prefix
+from .sat_checkpoint import DIT_PREFIX, MODEL_STATES_FILES, read_module_state, resolve_checkpoint_file, split_prefix
 
 VAE_PREFIX = "first_stage_model."
 # pipeline component -> (library, class) as model_index.json names them
@@ -42,16 +42,12 @@ def read_state(path: str | os.PathLike[str], weights_only: bool = True) -> dict[
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        file = resolve_checkpoint_file(path)
-    except FileNotFoundError as err:
-        zero3 = ("*zero_pp_rank_*_model_states.pt", "*/*zero_pp_rank_*_model_states.pt")
-        if path.is_dir() and any(any(path.glob(pattern)) for pattern in zero3):
-            raise ConversionError(
-                f"{path} is a ZeRO-3 checkpoint (its model states hold no weights): "
-                "consolidate it with tools/convert_weight_deepspeed2hf.py (--to sat / --to diffusers)"
-            ) from err
-        raise
+    file = resolve_checkpoint_file(path)
+    if file.name == MODEL_STATES_FILES[1]:  # ZeRO-3's rank-0 file: the weights are partitioned elsewhere
+        raise ConversionError(
+            f"{path} is a ZeRO-3 checkpoint (its model states hold no weights): "
+            "consolidate it with tools/convert_weight_deepspeed2hf.py (--to sat / --to diffusers)"
+        )
     state = read_module_state(file, weights_only=weights_only)
     if "state_dict" in state and isinstance(state["state_dict"], Mapping):  # official 3d-vae.pt
         state = dict(state["state_dict"])
