@@ -50,6 +50,10 @@ class VanillaCFG:
     def scale_schedule(self, sigma: torch.Tensor, step_index: float | None = None) -> float:
         return self.scale
 
+    def step_scale(self, sigma: torch.Tensor, step_index: float | None, scale: float | torch.Tensor | None) -> float | torch.Tensor:
+        """The scale of this step: an explicit `scale` wins over the constant one."""
+        return self.scale_schedule(sigma, step_index) if scale is None else scale
+
     def __call__(
         self,
         x: torch.Tensor,
@@ -58,8 +62,9 @@ class VanillaCFG:
         scale: float | torch.Tensor | None = None,
     ) -> torch.Tensor:
         x_u, x_c = x.chunk(2)
-        scale_value = self.scale if scale is None else scale
-        return self.dyn_thresh(x_u, x_c, scale_value)
+        if isinstance(step_index, torch.Tensor):
+            step_index = step_index.item()
+        return self.dyn_thresh(x_u, x_c, self.step_scale(sigma, step_index, scale))
 
     def prepare_inputs(
         self, x: torch.Tensor, s: torch.Tensor, c: dict[str, Any], uc: dict[str, Any]
@@ -101,17 +106,9 @@ class DynamicCFG(VanillaCFG):
             raise ValueError("DynamicCFG needs the sampler's step_index")
         return 1 + self.scale * (1 - math.cos(math.pi * (step_index / self.num_steps) ** self.exp)) / 2
 
-    def __call__(
-        self,
-        x: torch.Tensor,
-        sigma: torch.Tensor,
-        step_index: torch.Tensor | float | None = None,
-        scale: float | torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        x_u, x_c = x.chunk(2)
-        if isinstance(step_index, torch.Tensor):
-            step_index = step_index.item()
-        return self.dyn_thresh(x_u, x_c, self.scale_schedule(sigma, step_index))
+    def step_scale(self, sigma: torch.Tensor, step_index: float | None, scale: float | torch.Tensor | None) -> float:
+        # an explicit scale is ignored, as in the official code
+        return self.scale_schedule(sigma, step_index)
 
 
 def _same(a: Any, b: Any) -> bool:

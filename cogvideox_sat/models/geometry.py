@@ -108,3 +108,19 @@ def slice_image_table(table: torch.Tensor, table_grid: tuple[int, int, int], gri
         return table[: grid.image_tokens]
     cube = table.reshape(t0, h0, w0, *table.shape[1:])
     return cube[: grid.frames, : grid.height, : grid.width].reshape(grid.image_tokens, *table.shape[1:])
+
+
+def slice_text_image_table(table: torch.Tensor, text_length: int, table_grid: tuple[int, int, int], grid: TokenGrid, name: str) -> torch.Tensor:
+    """(1, L + N, hidden) rows of a (1, L + N_max, hidden) [text; image] table for this call's tokens.
+
+    The text rows are fixed to the configured text length (the T5 max_length); the image rows are
+    sliced in 3D (`slice_image_table`). `name` says which table, for the error message.
+    """
+    if grid.text_length != text_length:
+        raise ValueError(
+            f"context has {grid.text_length} tokens but the {name} was built for text_length "
+            f"{text_length} (pos_embed_config.params.text_length, = the T5 max_length)"
+        )
+    rows = table[0]
+    image = slice_image_table(rows[text_length:], table_grid, grid)
+    return torch.cat((rows[:text_length], image))[None]

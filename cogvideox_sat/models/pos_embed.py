@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .geometry import TokenGrid, slice_image_table
+from .geometry import TokenGrid, slice_text_image_table
 from .mixin import Mixin
 from .rope import Rotary
 from .sincos import sincos_3d_table
@@ -50,14 +50,7 @@ class Basic3DPositionEmbeddingMixin(Mixin):
 
     def position_table(self, grid: TokenGrid) -> torch.Tensor:
         """(1, L + N, hidden) rows for this call's tokens (image rows sliced in 3D)."""
-        if grid.text_length != self.text_length:
-            raise ValueError(
-                f"context has {grid.text_length} tokens but the position table was built for text_length "
-                f"{self.text_length} (pos_embed_config.params.text_length, = the T5 max_length)"
-            )
-        table = self.pos_embedding[0]
-        image = slice_image_table(table[self.text_length :], self.grid_size, grid)
-        return torch.cat((table[: self.text_length], image))[None]
+        return slice_text_image_table(self.pos_embedding, self.text_length, self.grid_size, grid, "position table")
 
     def rotary(self, grid: TokenGrid) -> Rotary | None:
         return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .geometry import TokenGrid, slice_image_table
+from .geometry import TokenGrid, slice_image_table, slice_text_image_table
 from .mixin import Mixin
 from .rope import Rotary, rope_3d_angles
 
@@ -66,14 +66,7 @@ class Rotary3DPositionEmbeddingMixin(Mixin):
         """(1, L + N, hidden) learnable rows for this call (image rows sliced in 3D), or None."""
         if self.pos_embedding is None:
             return None
-        if grid.text_length != self.text_length:
-            raise ValueError(
-                f"context has {grid.text_length} tokens but the learnable position table was built for "
-                f"text_length {self.text_length} (pos_embed_config.params.text_length)"
-            )
-        table = self.pos_embedding[0]
-        image = slice_image_table(table[self.text_length :], self.grid_size, grid)
-        return torch.cat((table[: self.text_length], image))[None]
+        return slice_text_image_table(self.pos_embedding, self.text_length, self.grid_size, grid, "learnable position table")
 
     def rotary(self, grid: TokenGrid) -> Rotary:
         """Per-token rotation for this call's [text; image] sequence."""
