@@ -1,0 +1,191 @@
+"""Lower bound of a DiT training step on this GPU, from its kernels timed alone.
+
+A CogVideoX layer's work is its projections (qkv, attention output, MLP in and out: 12 h^2 MACs
+per token) and attention (4 S^2 h FLOPs forward). This times, at the model's exact shapes, each
+projection matmul (forward, input gradient and, for full fine-tuning, weight gradient), the
+LoRA matmuls, and SDPA forward + backward with every available backend, then adds them up per
+step: the step time no implementation of this model can beat with these kernels, whatever it
+fuses or caches. Elementwise work (norms, modulation, RoPE, GELU, residuals) is left out, so a
+real step is always slower than this bound.
+
+    python benchmarks/roofline.py configs/cogvideox_2b.yaml --lora-rank 128 --diffusers-s 1.286
+    python benchmarks/roofline.py configs/cogvideox_5b.yaml --full
+    python benchmarks/roofline.py configs/cogvideox_2b.yaml --tiny     # CPU smoke run
+
+Bounds printed: `no recompute` (every activation kept) and `selective` (projections computed
+twice, attention once: what fits a small memory budget), and `full` checkpointing (the whole
+forward twice). With --diffusers-s (a diffusers step measured in the same run, e.g. by
+benchmarks/vs_diffusers.py) each bound is also given as a ratio to it: a target ratio below the
+bound cannot be met with these kernels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dit_step import DTYPES, make_inputs, network_config, shrink  # noqa: E402
+
+from cogvideox_sat.models.attention import BACKENDS, attention  # noqa: E402
+from cogvideox_sat.registry import instantiate_from_config  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Shapes:
+    tokens: int  # text + video tokens of one sample
+    hidden: int
+    heads: int
+    layers: int
+    mlp: int  # MLP inner width
+    gated: bool = False  # SwiGLU: two input projections
+
+
+def model_shapes(cfg: dict, frames: int, height: int, width: int) -> Shapes:
+    with torch.device("meta"):
+        model = instantiate_from_config(cfg)
+    kwargs = make_inputs(model, 1, frames, height, width, "meta", torch.bfloat16)
+    _, t, _, h, w = kwargs["x"].shape
+    pt, ph, pw = model.patch_size
+    tokens = kwargs["context"].shape[1] + (t // pt) * (h // ph) * (w // pw)
+    mlp = model.transformer.layers[0].mlp.dense_h_to_4h.weight.shape[0]
+    return Shapes(tokens, model.hidden_size, model.num_attention_heads, model.num_layers, mlp, gated="swiglu" in model.mixins)
+
+
+def timed(fn, device: torch.device, repeat: int) -> float:
+    """Median seconds of `fn()` after two warm-up calls."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def projection_times(s: Shapes, lora_rank: int | None, device, dtype, repeat: int) -> dict[str, float]:
+    """Seconds per layer: forward, input gradient, weight gradient of the projections; LoRA
+    forward + backward of the adapted ones (qkv and attention output, as the official LoRA)."""
+    x_of = {"qkv": s.hidden, "dense": s.hidden, "fc1": s.hidden, "fc2": s.mlp}
+    out_of = {"qkv": 3 * s.hidden, "dense": s.hidden, "fc1": s.mlp * (2 if s.gated else 1), "fc2": s.hidden}
+    result = {"forward": 0.0, "input_grad": 0.0, "weight_grad": 0.0, "lora": 0.0}
+    for name in ("qkv", "dense", "fc1", "fc2"):
+        k, n = x_of[name], out_of[name]
+        x = torch.randn(s.tokens, k, device=device, dtype=dtype)
+        w = torch.randn(n, k, device=device, dtype=dtype) / math.sqrt(k)
+        g = torch.randn(s.tokens, n, device=device, dtype=dtype)
+        result["forward"] += timed(lambda: x @ w.t(), device, repeat)
+        result["input_grad"] += timed(lambda: g @ w, device, repeat)
+        result["weight_grad"] += timed(lambda: g.t() @ x, device, repeat)
+        if lora_rank and name in ("qkv", "dense"):
+            a = torch.randn(lora_rank, k, device=device, dtype=dtype) / math.sqrt(k)
+            b = torch.randn(n, lora_rank, device=device, dtype=dtype) / math.sqrt(lora_rank)
+            xa = x @ a.t()
+            gb = g @ b
+
+            def lora_step() -> None:
+                (x @ a.t()) @ b.t()  # forward
+                gb @ a  # input gradient
+                g.t() @ xa  # dB
+                gb.t() @ x  # dA
+
+            result["lora"] += timed(lora_step, device, repeat)
+        del x, w, g
+    return result
+
+
+def attention_time(s: Shapes, backend: str, device, dtype, repeat: int) -> tuple[float, float]:
+    """Seconds per layer of SDPA forward, and forward + backward, with `backend`."""
+    head_dim = s.hidden // s.heads
+    q, k, v = (torch.randn(1, s.heads, s.tokens, head_dim, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    grad = torch.randn(1, s.heads, s.tokens, head_dim, device=device, dtype=dtype)
+    with torch.no_grad():
+        forward = timed(lambda: attention(q, k, v, backend=backend), device, repeat)
+
+    def both() -> None:
+        out = attention(q, k, v, backend=backend)
+        torch.autograd.grad(out, (q, k, v), grad)
+
+    return forward, timed(both, device, repeat)
+
+
+def bounds(proj: dict[str, float], attn_fwd: float, attn_both: float, layers: int, lora: bool) -> dict[str, float]:
+    """Step lower bounds (seconds) for each checkpointing policy."""
+    matmul = proj["forward"] + proj["input_grad"] + (proj["lora"] if lora else proj["weight_grad"])
+    keep_all = layers * (matmul + attn_both)
+    selective = keep_all + layers * proj["forward"]
+    full = selective + layers * attn_fwd
+    return {"no recompute": keep_all, "selective": selective, "full": full}
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="+", help="model config(s) (merged)")
+    parser.add_argument("--lora-rank", type=int, default=128)
+    parser.add_argument("--full", action="store_true", help="full fine-tuning (weight gradients of every projection)")
+    parser.add_argument("--frames", type=int, default=49)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=720)
+    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    parser.add_argument("--backends", nargs="+", default=["cudnn", "flash", "efficient"], choices=[b for b in BACKENDS if b != "auto"])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--diffusers-s", type=float, default=None, help="a diffusers step measured in the same run (seconds)")
+    parser.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (smoke run)")
+    args = parser.parse_args(argv)
+
+    cfg = network_config(args.config)
+    if args.tiny:
+        cfg = shrink(cfg)
+        args.frames, args.height, args.width, args.repeat, args.dtype, args.backends = 13, 64, 96, 1, "fp32", ["math"]
+        device = torch.device("cpu")
+    else:
+        if not torch.cuda.is_available():
+            raise SystemExit("no CUDA device: use --tiny for a CPU smoke run")
+        device = torch.device("cuda")
+    dtype = DTYPES[args.dtype]
+    s = model_shapes(cfg, args.frames, args.height, args.width)
+    lora = not args.full
+    print(f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, torch {torch.__version__}, {args.dtype}")
+    print(f"{Path(args.config[-1]).name}: {s.layers} layers, hidden {s.hidden}, {s.heads} heads, MLP {s.mlp}, {s.tokens} tokens "
+          f"({args.frames}x{args.height}x{args.width}), {'LoRA r%d' % args.lora_rank if lora else 'full fine-tuning'}")
+
+    proj = projection_times(s, args.lora_rank if lora else None, device, dtype, args.repeat)
+    print("per layer, ms: " + ", ".join(f"{k} {v * 1e3:.2f}" for k, v in proj.items() if lora or k != "lora"))
+    results: dict[str, dict[str, float]] = {}
+    attn_flops = 4 * s.tokens**2 * s.hidden
+    header = f"{'SDPA':<10} {'fwd ms':>7} {'f+b ms':>7} {'TFLOP/s':>8} | " + " | ".join(f"{k + ' s':>15}" for k in ("no recompute", "selective", "full"))
+    print(header)
+    print("-" * len(header))
+    for backend in args.backends:
+        try:
+            fwd, both = attention_time(s, backend, device, dtype, args.repeat)
+        except RuntimeError as err:  # the backend does not support this device/shape
+            print(f"{backend:<10} unavailable: {str(err).splitlines()[0][:80]}")
+            continue
+        results[backend] = bounds(proj, fwd, both, s.layers, lora)
+        cells = []
+        for value in results[backend].values():
+            ratio = f" ({value / args.diffusers_s:.2f}x)" if args.diffusers_s else ""
+            cells.append(f"{value:>7.3f}{ratio:>8}")
+        print(f"{backend:<10} {fwd * 1e3:>7.2f} {both * 1e3:>7.2f} {3 * attn_flops / both / 1e12:>8.1f} | " + " | ".join(f"{c:>15}" for c in cells))
+    if args.diffusers_s:
+        print(f"(ratios to the diffusers step of {args.diffusers_s:.3f} s; elementwise work not included)")
+    return results
+
+
+if __name__ == "__main__":
+    main()
