@@ -2,6 +2,8 @@
 
     python sample_video.py --base configs/cogvideox_5b.yaml configs/inference.yaml [--seed N]
     python sample_video.py --base ... --validate-only     # check the configs and exit
+    torchrun --nproc_per_node=4 sample_video.py --base ... --model-parallel-size 4 --sequence-parallel
+                                                          # 4 GPUs share each video (Ulysses)
 """
 
 from __future__ import annotations

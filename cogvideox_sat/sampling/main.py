@@ -6,6 +6,10 @@ sampler, guider and step count, decode them in temporal chunks and write one mp4
 contact sheet (or only the latents). Sample `s` of prompt line `i` is drawn with seed
 `seed + i * batch_size + s`, so a video does not depend on which rank drew it or on what was
 sampled before it.
+
+Under torchrun the ranks of one model-parallel group sample the same prompts; with
+`args.sequence_parallel` they share each sample's DiT work (Ulysses, see placement.py) and the
+group's first rank decodes and writes.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from cogvideox_sat.sampling.conditioning import image_concat, prompt_conditions
 from cogvideox_sat.sampling.decoding import decode_samples
 from cogvideox_sat.sampling.images import load_condition_image
 from cogvideox_sat.sampling.outputs import sample_folder, write_latents, write_video
-from cogvideox_sat.sampling.placement import BroadcastChannel, SamplingPlacement, place
+from cogvideox_sat.sampling.placement import BroadcastChannel, SamplingPlacement, enable_sequence_parallel, place
 from cogvideox_sat.sampling.prompts import Prompt, read_prompt_file, read_stdin
 from cogvideox_sat.sampling.weights import load_sampling_weights, merge_lora_weights
 
 # Set for sampling whatever the config says, as the official sample_video.py does: one-GPU
 # VAE decoding, no tensor parallelism, no activation checkpointing, no uniform timestep groups.
+# (args.model_parallel_size still sizes the groups of ranks sharing prompts, and with
+# args.sequence_parallel the Ulysses degree; it is not the network's tensor parallelism.)
 INFERENCE_OVERRIDES: dict[str, Any] = {
     "first_stage_config.params.cp_size": 1,
     "network_config.params.transformer_args.model_parallel_size": 1,
@@ -168,6 +174,8 @@ def sample(args: argparse.Namespace) -> list[Path]:
     prompts = prompt_source(args, placement)
     seed_everything(args.seed)  # what the config leaves random (a demo VAE, fresh adapters) is reproducible
     engine = build_sampling_engine(args, placement.device, verbose=placement.is_main)
+    if getattr(args, "sequence_parallel", False):
+        enable_sequence_parallel(engine, placement)
     shape = latent_shape(engine, args)
     written: list[Path] = []
     progress = tqdm(prompts, desc="prompts", unit="prompt", disable=not placement.is_main or args.input_type == "cli")

@@ -3,7 +3,8 @@
 A plain `python sample_video.py` needs no process group: it samples on one device. Under
 torchrun (WORLD_SIZE > 1) the process group and SAT's model-parallel groups are created as for
 training, and prompts are split across data-parallel ranks; ranks of one model-parallel group
-sample the same prompts and only its first rank writes files.
+sample the same prompts and only its first rank writes files. With `args.sequence_parallel` the
+ranks of a group run the DiT together (Ulysses), each on its slice of the tokens.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -26,6 +27,7 @@ class SamplingPlacement:
     dp_rank: int = 0
     dp_world_size: int = 1
     writes: bool = True  # first rank of its model-parallel group: decodes and saves
+    model_parallel_group: Any = None  # the ranks sampling the same prompts with this one; None: alone
 
     @property
     def is_main(self) -> bool:
@@ -79,4 +81,21 @@ def place(args: argparse.Namespace) -> SamplingPlacement:
         dp_rank=run.dp_rank,
         dp_world_size=run.dp_world_size,
         writes=distributed.get_model_parallel_rank() == 0,
+        model_parallel_group=distributed.get_model_parallel_group() if distributed.get_model_parallel_world_size() > 1 else None,
     )
+
+
+def enable_sequence_parallel(engine: Any, placement: SamplingPlacement) -> None:
+    """Ulysses sequence parallelism of the DiT over the model-parallel group (`args.sequence_parallel`).
+
+    Ulysses needs identical inputs on the group's ranks at every step. They hold the same prompts
+    and per-sample seeds (one data-parallel rank), `engine.sample` broadcasts the initial noise, the
+    sampler's later draws come from identically seeded generators, and the DiT gives every rank the
+    whole output, so the latents stay equal across the group from step to step.
+    """
+    if placement.model_parallel_group is None:
+        raise ValueError(
+            "args.sequence_parallel needs a model-parallel group of >= 2 ranks: launch with torchrun "
+            "and set args.model_parallel_size to the degree (e.g. 2 or 4)"
+        )
+    engine.diffusion_model.set_sequence_parallel(placement.model_parallel_group)
