@@ -4,6 +4,7 @@
 #   bash benchmarks/run_h100.sh vae      # VAE encode/decode vs diffusers
 #   bash benchmarks/run_h100.sh train    # train_video.py end to end: 2B LoRA, 20 steps at 49x480x720
 #   bash benchmarks/run_h100.sh sample   # sample_video.py: seconds per video, 50 steps
+#   bash benchmarks/run_h100.sh sft      # full fine-tuning under ZeRO-2 with the optimizer: 2B, 5B (CPU offload) vs diffusers
 # Output goes to stdout and, when OUT is set, to $OUT/<section>.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,12 @@ case "$section" in
     # ours vs diffusers (+ PEFT LoRA, gradient checkpointing), DiT fwd+bwd in one process; SPEED_ARGS
     # picks models/settings, e.g. SPEED_ARGS="--models 2b-lora --ours selective+compile full+compile"
     run python3 benchmarks/vs_diffusers.py ${SPEED_ARGS:-} ;;
+  sft)
+    # full fine-tuning steps under DeepSpeed ZeRO-2 (bf16, AdamW, clipping), ours vs diffusers in one
+    # process; each line stays under 9 minutes (the first run JIT-builds FusedAdam / CPU Adam).
+    # SFT_ONLY=2b or 5b runs one line (one 10-minute device call each); SFT_ARGS adds options.
+    case "${SFT_ONLY:-both}" in 2b|both) run python3 benchmarks/sft_vs_diffusers.py --models 2b-full ${SFT_ARGS:-} ;; esac
+    case "${SFT_ONLY:-both}" in 5b|both) run python3 benchmarks/sft_vs_diffusers.py --models 5b-full --offload ${SFT_ARGS:-} ;; esac ;;
   *) echo "unknown section $section"; exit 2 ;;
 esac
 } 2>&1 | tee ${log:-/dev/null}

@@ -28,7 +28,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -113,43 +113,61 @@ def diffusers_inputs(model, ours_kwargs: dict[str, torch.Tensor]) -> dict[str, A
 
 
 # ---- one case -----------------------------------------------------------------------------------
+def build_case(name: str, impl: str, setting: Setting | None, args, device, dtype):
+    """(model, its inputs, the context to run it in, model FLOPs of one forward+backward) for one
+    table row; diffusers gets the inputs ours would get, in its argument names."""
+    cfg = our_config(name, args.lora_rank, args.tiny, args.dtype)
+    torch.manual_seed(0)
+    if impl == "ours":
+        model, _ = build_ours(cfg, setting, device, dtype, args.attention_backend, args.compile_backend)
+        kwargs = make_inputs(model, 1, args.frames, args.height, args.width, device, dtype)
+        return model, kwargs, _null, step_flops(model, kwargs, frozen_base=MODELS[name][1])
+    model = build_diffusers(cfg, args.lora_rank if MODELS[name][1] else None, device, dtype)
+    with torch.device("meta"):
+        probe = dit_step.instantiate_from_config(cfg)
+    ours_kwargs = make_inputs(probe, 1, args.frames, args.height, args.width, device, dtype)
+    flops = step_flops(probe, ours_kwargs, frozen_base=MODELS[name][1])
+    backend = args.diffusers_attention
+
+    def context():
+        return kernel_context(backend, device) if backend != "torch" else _null()
+
+    return model, diffusers_inputs(model, ours_kwargs), context, flops
+
+
+def loss_of(model, kwargs: dict[str, Any], diffusers: bool) -> torch.Tensor:
+    """The benchmark's loss: mean square of the prediction (diffusers returns a tuple)."""
+    out = model(**kwargs)[0] if diffusers else model(**kwargs)
+    return out.float().pow(2).mean()
+
+
 def train_step(model, kwargs: dict[str, Any], diffusers: bool, context) -> None:
     with context():
-        out = model(**kwargs)[0] if diffusers else model(**kwargs)
-        out.float().pow(2).mean().backward()
+        loss_of(model, kwargs, diffusers).backward()
     model.zero_grad(set_to_none=True)
 
 
+def case_label(setting: Setting | None, args) -> str:
+    return setting.label if setting else f"ckpt, SDPA {args.diffusers_attention}"
+
+
+def error_text(err: Exception) -> str:
+    """One table cell for a failed case: the exception's type and first line."""
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:90] if str(err) else ''}"
+
+
 def run_case(name: str, impl: str, setting: Setting | None, args, device, dtype) -> Row:
-    row = Row(name, impl, setting.label if setting else f"ckpt, SDPA {args.diffusers_attention}")
+    row = Row(name, impl, case_label(setting, args))
     model = kwargs = None
     try:
-        cfg = our_config(name, args.lora_rank, args.tiny, args.dtype)
-        torch.manual_seed(0)
-        if impl == "ours":
-            model, _ = build_ours(cfg, setting, device, dtype, args.attention_backend, args.compile_backend)
-            kwargs = make_inputs(model, 1, args.frames, args.height, args.width, device, dtype)
-            flops = step_flops(model, kwargs, frozen_base=MODELS[name][1])
-            context = _null
-        else:
-            model = build_diffusers(cfg, args.lora_rank if MODELS[name][1] else None, device, dtype)
-            with torch.device("meta"):
-                probe = dit_step.instantiate_from_config(cfg)
-            ours_kwargs = make_inputs(probe, 1, args.frames, args.height, args.width, device, dtype)
-            flops = step_flops(probe, ours_kwargs, frozen_base=MODELS[name][1])
-            kwargs = diffusers_inputs(model, ours_kwargs)
-            backend = args.diffusers_attention
-
-            def context():
-                return kernel_context(backend, device) if backend != "torch" else _null()
-
+        model, kwargs, context, flops = build_case(name, impl, setting, args, device, dtype)
         times, row.first_step, row.peak_gib = measure(lambda: train_step(model, kwargs, impl == "diffusers", context), device, args.warmup, args.steps)
         row.seconds = statistics.mean(times)
         row.std = statistics.pstdev(times) if len(times) > 1 else 0.0
         row.tflops = flops / row.seconds / 1e12
     except Exception as err:  # report and go on: one device run must not lose the other cases
         traceback.print_exc()
-        row.error = f"{type(err).__name__}: {str(err).splitlines()[0][:90] if str(err) else ''}"
+        row.error = error_text(err)
     del model, kwargs
     release(device)
     print(f"  {row.model:<8} {row.impl:<9} {row.setting:<28} " + (row.error or f"{row.seconds:.3f} s, {row.peak_gib:.1f} GiB, first step {row.first_step:.1f} s"), flush=True)
@@ -187,7 +205,7 @@ def same_function_error(name: str, args) -> float:
 
 
 def print_table(rows: list[Row], args) -> None:
-    print(f"\nDiT forward+backward vs diffusers {_version('diffusers')} + peft {_version('peft')}, batch 1, clip {args.frames}x{args.height}x{args.width}, {args.dtype}, LoRA r{args.lora_rank}, no optimizer step")
+    print(f"\nDiT forward+backward vs diffusers {package_version('diffusers')} + peft {package_version('peft')}, batch 1, clip {args.frames}x{args.height}x{args.width}, {args.dtype}, LoRA r{args.lora_rank}, no optimizer step")
     header = f"{'model':<8} {'impl':<9} {'setting':<28} {'step s':>13} {'peak GiB':>9} {'time/diff':>9} {'mem/diff':>8} {'TFLOP/s':>8} {'1st s':>7}"
     print(header)
     print("-" * len(header))
@@ -202,7 +220,7 @@ def print_table(rows: list[Row], args) -> None:
         print(f"{r.model:<8} {r.impl:<9} {r.setting:<28} {r.seconds:>7.3f}+-{r.std:.3f} {peak:>9} {ratio:>9} {mem:>8} {r.tflops:>8.1f} {r.first_step:>7.1f}")
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
     try:
         from importlib.metadata import version
 
@@ -211,8 +229,9 @@ def _version(package: str) -> str:
         return "?"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """This benchmark's options (sft_vs_diffusers.py starts from them too)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--ours", nargs="+", type=parse_setting, default=[parse_setting("selective"), parse_setting("selective+compile")], metavar="MODE[+compile][+BACKEND]")
     parser.add_argument("--no-diffusers", action="store_true", help="only our settings")
@@ -228,32 +247,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--budget-s", type=float, default=420, help="start no new case after this many seconds (the rest are listed as skipped)")
     parser.add_argument("--tiny", action="store_true", help="toy sizes on CPU (smoke test; aot_eager compile)")
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> list[Row]:
-    args = parse_args(argv)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser(__doc__.splitlines()[0]).parse_args(argv)
+
+
+def run_device(args: argparse.Namespace) -> torch.device:
+    """The device to measure on; --tiny also shrinks the clip, steps and rank for a CPU run."""
     if args.tiny:
         args.frames, args.height, args.width, args.steps, args.warmup, args.lora_rank = 13, 64, 96, 1, 1, 4
         args.compile_backend = "aot_eager" if args.compile_backend == "inductor" else args.compile_backend
         args.dtype = "fp32" if args.dtype == "fp16" else args.dtype
-        device = torch.device("cpu")
-    else:
-        if not torch.cuda.is_available():
-            raise SystemExit("no CUDA device: use --tiny for a CPU smoke run")
-        device = torch.device("cuda")
-        print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}", flush=True)
-    dtype = DTYPES[args.dtype]
-    start = time.perf_counter()
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: use --tiny for a CPU smoke run")
+    device = torch.device("cuda")
+    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}", flush=True)
+    return device
+
+
+def planned_cases(args: argparse.Namespace) -> list[tuple[str, str, Setting | None]]:
+    """(model, implementation, our setting) in table order: per model diffusers, then ours."""
     cases = [(name, "diffusers", None) for name in args.models if not args.no_diffusers]
     cases += [(name, "ours", setting) for name in args.models for setting in args.ours]
-    cases.sort(key=lambda case: args.models.index(case[0]))  # per model: diffusers, then ours
+    return sorted(cases, key=lambda case: args.models.index(case[0]))
+
+
+def run_within_budget(args: argparse.Namespace, run_one: Callable[[str, str, Setting | None], Row], row_type: type[Row] = Row) -> list[Row]:
+    """`run_one` for every planned case; cases that would start past --budget-s become skipped rows,
+    so the table still prints inside an outer timeout."""
+    start = time.perf_counter()
     rows = []
-    for name, impl, setting in cases:
-        if time.perf_counter() - start > args.budget_s:  # leave time to print the table before any outer timeout
-            rows.append(Row(name, impl, setting.label if setting else "ckpt", error=f"skipped: past the {args.budget_s:.0f} s budget"))
+    for name, impl, setting in planned_cases(args):
+        if time.perf_counter() - start > args.budget_s:
+            rows.append(row_type(name, impl, setting.label if setting else "ckpt", error=f"skipped: past the {args.budget_s:.0f} s budget"))
             continue
-        rows.append(run_case(name, impl, setting, args, device, dtype))
+        rows.append(run_one(name, impl, setting))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    args = parse_args(argv)
+    device = run_device(args)
+    dtype = DTYPES[args.dtype]
+    start = time.perf_counter()
+    rows = run_within_budget(args, lambda name, impl, setting: run_case(name, impl, setting, args, device, dtype))
     print_table(rows, args)
     if args.tiny:
         for name in dict.fromkeys(n.split("-")[0] for n in args.models):
