@@ -146,8 +146,10 @@ def dit_only(args: argparse.Namespace) -> tuple[float, float]:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = DTYPES[args.precision]
     mode = args.checkpoint_mode or ("full" if args.checkpoint_activations == "true" else "none")
+    cfg = network_config([str(args.config)])
+    cfg["params"]["dtype"] = args.precision  # as the engine builds it for the run's precision
     torch.manual_seed(0)
-    model, _ = build_ours(network_config([str(args.config)]), Setting(mode, args.compile), device, dtype, "auto",
+    model, _ = build_ours(cfg, Setting(mode, args.compile), device, dtype, "auto",
                           "aot_eager" if device.type == "cpu" else "inductor")
     kwargs = make_inputs(model, 1, args.frames, *args.size, device, dtype)
 
