@@ -93,7 +93,16 @@ def test_compiled_full_finetune_at_real_size_has_finite_adaln_gradients():
             results[setting] = cuda_step(model, kwargs)
         del model
         torch._dynamo.reset()
+    ref_out, ref_grads = results["selective"]
     for setting in ("selective+compile", "none+compile"):
-        bad = [n for n, g in results[setting][1].items() if not torch.isfinite(g).all()]
+        out, grads = results[setting]
+        bad = [n for n, g in grads.items() if not torch.isfinite(g).all()]
         assert not bad, f"{setting}: non-finite gradients {bad[:4]}"
-        assert_close_step(results[setting], results["selective"], setting)
+        # The key LayerNorm's bias shifts every key equally (2B has no RoPE), which softmax ignores: its exact
+        # gradient is 0 and what bf16 leaves is rounding noise, so it is held to the global scale.
+        noise = {n: grads.pop(n) for n in list(grads) if n.startswith("mixins.adaln_layer.key_layernorm_list.") and n.endswith(".bias")}
+        assert noise and all(n.startswith("mixins.adaln_layer.key_layernorm_list.") for n in noise)
+        global_scale = max(g.abs().max() for g in ref_grads.values())
+        for name, g in noise.items():
+            assert ((g - ref_grads[name]).abs().max() / global_scale).item() < 1e-2, f"{setting}: {name}"
+        assert_close_step((out, grads), (ref_out, {n: g for n, g in ref_grads.items() if n not in noise}), setting)
