@@ -2,13 +2,15 @@
 # Reproduce the README's GPU tables on one H100/H200 (each section stays under 10 minutes).
 #   bash benchmarks/run_h100.sh dit      # DiT step: 2B/5B LoRA and full, checkpointing modes, SDPA backends
 #   bash benchmarks/run_h100.sh vae      # VAE encode/decode vs diffusers
-#   bash benchmarks/run_h100.sh train    # train_video.py end to end: 2B LoRA, 20 steps at 49x480x720
+#   bash benchmarks/run_h100.sh train    # train_video.py end to end: 2B LoRA at 49x480x720, latent cache vs pixels
 #   bash benchmarks/run_h100.sh sample   # sample_video.py: seconds per video, 50 steps
+#   bash benchmarks/run_h100.sh speed    # DiT step, ours vs diffusers in one process
+#   bash benchmarks/run_h100.sh roofline # step lower bounds from the matmul and SDPA kernels alone
 #   bash benchmarks/run_h100.sh sft      # full fine-tuning under ZeRO-2 with the optimizer: 2B, 5B (CPU offload) vs diffusers
 # Output goes to stdout and, when OUT is set, to $OUT/<section>.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-section=${1:?section: dit|vae|train|sample|gputests}
+section=${1:?section: dit|vae|train|sample|speed|sft|roofline|gputests}
 log=${OUT:+$OUT/$section.log}
 run() { echo "+ $*"; timeout "${STEP_TIMEOUT:-540}" "$@"; echo "exit $?"; }
 {
@@ -21,8 +23,17 @@ case "$section" in
     run python3 benchmarks/dit_step.py configs/cogvideox_5b.yaml --full --checkpoint full selective ;;
   vae) run python3 benchmarks/vae.py --cases ${VAE_CASES:-49x480x720 81x768x1360} --repeat ${VAE_REPEAT:-3} ;;
   train)
-    run python3 benchmarks/train_run.py --config configs/cogvideox_2b_lora.yaml --steps 20 --frames 49 --size 480 720 \
-      --clips "${CLIPS:-.devdata/clips}" --zero-stage 2 --precision bf16 ;;
+    # latent cache (built first) vs the transformer alone, then pixels (VAE + T5 every step)
+    run python3 benchmarks/train_run.py --config configs/cogvideox_2b_lora.yaml --steps 12 --frames 49 --size 480 720 \
+      --clips "${CLIPS:-.devdata/clips}" --zero-stage 2 --precision bf16 --data cache --checkpoint-mode selective --compile --dit-only
+    run python3 benchmarks/train_run.py --config configs/cogvideox_2b_lora.yaml --steps 12 --frames 49 --size 480 720 \
+      --clips "${CLIPS:-.devdata/clips}" --zero-stage 2 --precision bf16 --data pixels --checkpoint-mode selective --compile ;;
+  roofline)
+    # step lower bounds from the kernels alone; DIFF_2B / DIFF_5B: diffusers steps of a speed run
+    run python3 benchmarks/roofline.py configs/cogvideox_2b.yaml ${DIFF_2B:+--diffusers-s $DIFF_2B}
+    run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml ${DIFF_5B:+--diffusers-s $DIFF_5B}
+    run python3 benchmarks/roofline.py configs/cogvideox_2b.yaml --full --backends cudnn
+    run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml --full --backends cudnn ;;
   sample)
     run python3 benchmarks/sample_speed.py --base configs/cogvideox_2b.yaml --dtype fp16 --repeats 1
     run python3 benchmarks/sample_speed.py --base configs/cogvideox_5b.yaml --dtype bf16 --repeats 1 ;;
