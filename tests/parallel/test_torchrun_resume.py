@@ -11,17 +11,13 @@ Exact equality across counts is the subject of test_resume_other_process_count.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import REPO
+from tests.train_runs import demo_overlay, losses, make_demo_assets, run_dir_of, train_command
 
 pytestmark = pytest.mark.slow  # ~1 min on 2 cores: four launches
 
@@ -30,51 +26,20 @@ N, SAVE_AT = 4, 2
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cogvideox_sat.demo.clips import make_sft_folder
-    from cogvideox_sat.demo.tiny_t5 import make_tiny_t5
-
-    root = tmp_path_factory.mktemp("assets")
-    make_tiny_t5(root / "t5", d_model=32)
-    make_sft_folder(root / "data", n_clips=6, num_frames=9, height=64, width=96, fps=8)
-    return root
+    return make_demo_assets(tmp_path_factory.mktemp("assets"))
 
 
 def overlay(assets: Path, save: Path, micro: int = 1, **args) -> dict:
-    t5 = {"is_trainable": False, "input_key": "txt", "ucg_rate": 0.1, "target": "cogvideox_sat.conditioner.FrozenT5Embedder",
-          "params": {"model_dir": str(assets / "t5"), "max_length": 16}}
-    return {
-        "model": {"conditioner_config": {"params": {"emb_models": [t5]}}},
-        "args": {"train_data": [str(assets / "data")], "valid_data": None, "eval_interval": None, "save": str(save),
-                 "train_iters": N, "save_interval": SAVE_AT, "log_interval": 1, "num_workers": 0,
-                 "lr_decay_style": "constant", "warmup": 0.0, **args},
-        "deepspeed": {"train_micro_batch_size_per_gpu": micro, "zero_optimization": {"stage": 2}},
-    }
+    cfg = demo_overlay(assets, save, **{"train_iters": N, "save_interval": SAVE_AT, "lr_decay_style": "constant", "warmup": 0.0, **args})
+    cfg["deepspeed"] = {"train_micro_batch_size_per_gpu": micro, "zero_optimization": {"stage": 2}}
+    return cfg
 
 
 def launch(tmp: Path, processes: int, extra: dict, *flags: str, model: str = "tiny_t2v_lora.yaml") -> str:
-    cfg = tmp / f"overlay-{time.monotonic_ns()}.yaml"
-    cfg.write_text(yaml.safe_dump(extra))
-    script = [str(REPO / "train_video.py"), "--base", str(REPO / "configs/demo" / model), str(REPO / "configs/demo/sft_tiny.yaml"), str(cfg), *flags]
-    runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([*runner, *script], cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    cmd, env = train_command(tmp, model, extra, *flags, processes=processes)
+    proc = subprocess.run(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:]
     return proc.stdout
-
-
-def run_dir_of(save: Path) -> Path:
-    (run,) = [p for p in save.iterdir() if p.is_dir()]
-    return run
-
-
-def losses(run: Path) -> dict[int, float]:
-    """Last logged loss per iteration (a resumed run logs again the steps after its checkpoint)."""
-    out = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "loss" in rec:
-            out[rec["iteration"]] = rec["loss"]
-    return out
 
 
 def rewind(run: Path, to: Path, tag: int) -> Path:

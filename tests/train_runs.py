@@ -1,0 +1,61 @@
+"""Shared kit for tests that run train_video.py as real processes on the CPU demo model."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO
+
+
+def make_demo_assets(root: Path) -> Path:
+    """A tiny T5 (`root/t5`) and six 9x64x96 clips (`root/data`)."""
+    from cogvideox_sat.demo.clips import make_sft_folder
+    from cogvideox_sat.demo.tiny_t5 import make_tiny_t5
+
+    make_tiny_t5(root / "t5", d_model=32)
+    make_sft_folder(root / "data", n_clips=6, num_frames=9, height=64, width=96, fps=8)
+    return root
+
+
+def demo_overlay(assets: Path, save: Path, **args) -> dict:
+    """The run overlay on configs/demo: the assets' T5 and data, no validation, a loss per step;
+    `args` (train_iters, save_interval, ...) go into its `args:` section."""
+    t5 = {"is_trainable": False, "input_key": "txt", "ucg_rate": 0.1, "target": "cogvideox_sat.conditioner.FrozenT5Embedder",
+          "params": {"model_dir": str(assets / "t5"), "max_length": 16}}
+    return {
+        "model": {"conditioner_config": {"params": {"emb_models": [t5]}}},
+        "args": {"train_data": [str(assets / "data")], "valid_data": None, "eval_interval": None, "save": str(save),
+                 "log_interval": 1, "num_workers": 0, **args},
+    }
+
+
+def train_command(tmp: Path, model: str, extra: dict, *flags: str, processes: int = 1) -> tuple[list[str], dict[str, str]]:
+    """Command and environment of train_video.py on configs/demo/<model> + sft_tiny.yaml + `extra`
+    (written to a fresh overlay file in `tmp`); torchrun for several processes."""
+    cfg = tmp / f"overlay-{time.monotonic_ns()}.yaml"
+    cfg.write_text(yaml.safe_dump(extra))
+    script = [str(REPO / "train_video.py"), "--base", str(REPO / "configs/demo" / model), str(REPO / "configs/demo/sft_tiny.yaml"), str(cfg), *flags]
+    runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return [*runner, *script], env
+
+
+def run_dir_of(save: Path) -> Path:
+    (run,) = [p for p in save.iterdir() if p.is_dir()]
+    return run
+
+
+def losses(run: Path) -> dict[int, float]:
+    """Last logged loss per iteration (a resumed run logs again the steps after its checkpoint)."""
+    out = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec:
+            out[rec["iteration"]] = rec["loss"]
+    return out
