@@ -23,20 +23,32 @@ freed before the next; a failed case (out of memory) is reported in the table an
 no case starts after --budget-s. "fwd+bwd/diff" is the forward+backward time over diffusers'; TFLOP/s
 counts forward+backward model FLOPs as benchmarks/dit_step.py does; "1st s" is the first warm-up step
 (compilation, optimizer-state allocation included).
+
+With --offload (or --isolate) every case runs in a child process of its own (this script again, with
+the hidden `--only-case MODEL IMPL SETTING --json-out FILE`): ZeRO-Offload's pinned CPU buffers are
+not handed back to the OS by `engine.destroy()`, so a second offloaded case in the same process
+would need twice the host memory. A child the kernel kills (SIGKILL: the host's OOM killer) becomes
+a FAILED row and the run goes on; "host GiB" is a child's resident-memory high-water mark (VmHWM).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import math
+import os
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import OmegaConf
@@ -60,6 +72,7 @@ class SFTRow(Row):
 
     step_seconds: float = float("nan")
     step_std: float = 0.0
+    host_gib: float = float("nan")  # the case's own process's peak resident memory (isolated cases only)
 
 
 # ---- DeepSpeed ----------------------------------------------------------------------------------
@@ -135,14 +148,73 @@ def measure_case(row: SFTRow, args: argparse.Namespace, device: torch.device, dt
     row.tflops = flops / row.seconds / 1e12
 
 
+# ---- one case per process ----------------------------------------------------------------------
+def child_command(argv: list[str], name: str, impl: str, setting: Setting | None, json_out: Path) -> list[str]:
+    """This script with the parent's options, restricted to one case whose row goes to `json_out`."""
+    label = setting.label if setting else "-"
+    return [sys.executable, str(Path(__file__).resolve()), *argv, "--only-case", name, impl, label, "--json-out", str(json_out)]
+
+
+def run_case_in_child(name: str, impl: str, setting: Setting | None, args: argparse.Namespace, argv: list[str]) -> SFTRow:
+    """One case in a fresh process, so whatever it leaves in host memory dies with it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        json_out = Path(tmp) / "row.json"
+        child = subprocess.Popen(child_command(argv, name, impl, setting, json_out))
+        try:
+            _, status, usage = os.wait4(child.pid, 0)  # wait4, not wait: a killed child's memory peak too
+        except BaseException:  # Ctrl-C: do not leave the child running on the GPU
+            child.kill()
+            child.wait()
+            raise
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode == 0 and json_out.exists():
+            return SFTRow(**json.loads(json_out.read_text()))
+    # ru_maxrss also counts the parent's resident pages the child was spawned with: far fewer than a case's
+    row = SFTRow(name, impl, case_label(setting, args), host_gib=usage.ru_maxrss / 2**20)
+    row.error = f"{child_failure(child.returncode)}, host peak {row.host_gib:.1f} GiB"
+    print(f"  {row.model:<8} {row.impl:<9} {row.setting:<28} {row.error}", flush=True)
+    return row
+
+
+def child_failure(returncode: int) -> str:
+    if returncode == -signal.SIGKILL:  # what the kernel's OOM killer sends
+        return "killed (host out of memory?)"
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"child exited with status {returncode} without a row (its output is above)"
+
+
+def run_only_case(args: argparse.Namespace) -> SFTRow:
+    """The child's side of --only-case: measure one case in this process, write its row to --json-out."""
+    name, impl, label = args.only_case
+    device = vs_diffusers.run_device(args)
+    join_one_rank_world(device)
+    row = run_case(name, impl, None if impl == "diffusers" else parse_setting(label), args, device, DTYPES[args.dtype])
+    row.host_gib = host_peak_gib()
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(dataclasses.asdict(row)))
+    return row
+
+
+def host_peak_gib() -> float:
+    """This process's resident-memory high-water mark (Linux's VmHWM); NaN where /proc has none."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return float("nan")
+    kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return float("nan") if kib is None else kib / 2**20
+
+
 # ---- output -------------------------------------------------------------------------------------
 def print_table(rows: list[SFTRow], args: argparse.Namespace) -> None:
     optimizer = "AdamW, states in CPU memory (DeepSpeedCPUAdam)" if args.offload else "AdamW"
+    processes = "one process per case" if isolated(args) else "one process"
     print(
-        f"\nSFT step under DeepSpeed ZeRO-2 vs diffusers {vs_diffusers.package_version('diffusers')}, one process, batch 1, "
+        f"\nSFT step under DeepSpeed ZeRO-2 vs diffusers {vs_diffusers.package_version('diffusers')}, {processes}, batch 1, "
         f"clip {args.frames}x{args.height}x{args.width}, {args.dtype}, {optimizer}, gradient clipping 1.0"
     )
-    header = f"{'model':<8} {'impl':<9} {'setting':<28} {'fwd+bwd s':>13} {'step s':>13} {'peak GiB':>9} {'fwd+bwd/diff':>12} {'mem/diff':>8} {'TFLOP/s':>8} {'1st s':>7}"
+    header = f"{'model':<8} {'impl':<9} {'setting':<28} {'fwd+bwd s':>13} {'step s':>13} {'peak GiB':>9} {'host GiB':>9} {'fwd+bwd/diff':>12} {'mem/diff':>8} {'TFLOP/s':>8} {'1st s':>7}"
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -153,15 +225,21 @@ def print_table(rows: list[SFTRow], args: argparse.Namespace) -> None:
         ratio = f"{r.seconds / ref.seconds:.3f}" if ref else "-"
         mem = f"{r.peak_gib / ref.peak_gib:.2f}" if ref and not math.isnan(r.peak_gib) else "-"
         peak = "-" if math.isnan(r.peak_gib) else f"{r.peak_gib:.1f}"
+        host = "-" if math.isnan(r.host_gib) else f"{r.host_gib:.1f}"
         print(
             f"{r.model:<8} {r.impl:<9} {r.setting:<28} {r.seconds:>7.3f}+-{r.std:.3f} {r.step_seconds:>7.3f}+-{r.step_std:.3f}"
-            f" {peak:>9} {ratio:>12} {mem:>8} {r.tflops:>8.1f} {r.first_step:>7.1f}"
+            f" {peak:>9} {host:>9} {ratio:>12} {mem:>8} {r.tflops:>8.1f} {r.first_step:>7.1f}"
         )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = vs_diffusers.build_parser(__doc__.splitlines()[0])
     parser.add_argument("--offload", action="store_true", help="ZeRO-Offload: float32 master weights and Adam moments in pinned CPU memory")
+    parser.add_argument(
+        "--isolate", action=argparse.BooleanOptionalAction, default=None, help="run each case in a child process of its own (default: with --offload)"
+    )
+    parser.add_argument("--only-case", nargs=3, metavar=("MODEL", "IMPL", "SETTING"), help=argparse.SUPPRESS)  # a child's one case
+    parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)  # where a child writes its row
     parser.set_defaults(
         models=["2b-full", "5b-full"],
         ours=[parse_setting("selective+compile"), parse_setting("full+compile")],
@@ -169,16 +247,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         steps=2,
         budget_s=330,  # a 5B case with --offload takes up to ~3 min: the table prints inside 9 minutes
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.only_case and (args.only_case[0] not in vs_diffusers.MODELS or args.only_case[1] not in ("diffusers", "ours")):
+        parser.error(f"--only-case {' '.join(args.only_case)}: expected MODEL ({', '.join(vs_diffusers.MODELS)}) IMPL (diffusers, ours) SETTING")
+    return args
+
+
+def isolated(args: argparse.Namespace) -> bool:
+    return args.offload if args.isolate is None else args.isolate
+
+
+def case_runner(args: argparse.Namespace, argv: list[str]) -> Callable[[str, str, Setting | None], SFTRow]:
+    """How each case runs: in a child process of its own, or here, in this process's one-rank world."""
+    if isolated(args):
+        if args.tiny:
+            vs_diffusers.run_device(args)  # shrinks the sizes the table names; the GPU is left to the children
+        return lambda name, impl, setting: run_case_in_child(name, impl, setting, args, argv)
+    device, dtype = vs_diffusers.run_device(args), DTYPES[args.dtype]
+    join_one_rank_world(device)
+    return lambda name, impl, setting: run_case(name, impl, setting, args, device, dtype)
 
 
 def main(argv: list[str] | None = None) -> list[SFTRow]:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    device = vs_diffusers.run_device(args)
-    dtype = DTYPES[args.dtype]
+    if args.only_case:
+        return [run_only_case(args)]
     start = time.perf_counter()
-    join_one_rank_world(device)
-    rows = vs_diffusers.run_within_budget(args, lambda name, impl, setting: run_case(name, impl, setting, args, device, dtype), SFTRow)
+    rows = vs_diffusers.run_within_budget(args, case_runner(args, argv), SFTRow)
     print_table(rows, args)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
     return rows
