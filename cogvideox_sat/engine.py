@@ -144,11 +144,6 @@ class SATVideoDiffusionEngine(nn.Module):
         self.disable_first_stage_autocast = bool(cfg.get("disable_first_stage_autocast", False))
         self.dtype, self.dtype_str = _precision(args)
         self.device = getattr(args, "device", "cpu")
-        if self.latent_input and self.noised_image_input:
-            raise ValueError(
-                "model.latent_input with noised_image_input: image-to-video needs the noised first "
-                "frame's latent, which precomputed clip latents do not provide; use latent_input: false"
-            )
 
         # 2. Network (DiT inside the wrapper), denoiser, sampler, conditioner, VAE, loss
         self.model = self._build_network(cfg)
@@ -270,6 +265,21 @@ class SATVideoDiffusionEngine(nn.Module):
         sigma = torch.exp(sigma).to(image.dtype)
         return image + torch.randn_like(image) * sigma[:, None, None, None, None]
 
+    def condition_frame(self, batch: Mapping[str, Any], x: torch.Tensor) -> torch.Tensor:
+        """The I2V condition frame [b, c, 1, h, w] before noise: frame 0 of the pixels x
+        [b, c, t, h, w]; with `latent_input` (x holds latents) the batch's `first_frame`, which
+        a latent cache built by tools/build_latent_cache.py provides."""
+        if not self.latent_input:
+            return x[:, :, 0:1]
+        if "first_frame" not in batch:
+            raise ValueError(
+                "latent_input with noised_image_input: the batch has no `first_frame` (the clip's frame 0, "
+                "which image-to-video noises and encodes every step); the latent cache was built without "
+                "first frames or by an older version: rebuild the cache with tools/build_latent_cache.py "
+                "for this I2V config"
+            )
+        return batch["first_frame"].to(device=x.device, dtype=self.dtype)
+
     def pad_latents(self, z: torch.Tensor) -> torch.Tensor:
         """[b, t, c, h, w] -> t rounded up to a multiple of the temporal patch by repeating the
         first latent frame in front (only with `pad_latent_frames`)."""
@@ -306,9 +316,9 @@ class SATVideoDiffusionEngine(nn.Module):
         """One training/eval step on a batch of clips: returns (mean loss, {"loss": ...})."""
         # 1. Clip frames [b, t, c, h, w] -> VAE layout [b, c, t, h, w]
         x = self.get_input(batch).permute(0, 2, 1, 3, 4).contiguous()
-        # 2. I2V: the first frame, lightly noised, encoded on its own
+        # 2. I2V: the first frame, lightly noised, encoded on its own (cached pixels with latent_input)
         if self.noised_image_input:
-            image_latent = self.encode_first_stage(self.add_noise_to_first_frame(x[:, :, 0:1]), batch)
+            image_latent = self.encode_first_stage(self.add_noise_to_first_frame(self.condition_frame(batch, x)), batch)
         # 3. Latents [b, t', c', h', w'] (scaled), padded for a temporal patch of 2 if asked
         z = self.encode_first_stage(x, batch).permute(0, 2, 1, 3, 4).contiguous()
         z = self.pad_latents(z)
@@ -452,7 +462,7 @@ class SATVideoDiffusionEngine(nn.Module):
                 c[k], uc[k] = c[k][:N].to(self._device()), uc[k][:N].to(self._device())
         # 3. I2V: the noised first frame's latent as concat condition (both CFG halves)
         if self.noised_image_input:
-            image = self.encode_first_stage(self.add_noise_to_first_frame(x[:, :, 0:1]), batch)
+            image = self.encode_first_stage(self.add_noise_to_first_frame(self.condition_frame(batch, x)[:N]), batch)
             image = self.image_condition(image.permute(0, 2, 1, 3, 4).contiguous(), z)
             c["concat"] = image
             uc["concat"] = image

@@ -5,6 +5,16 @@ Layout of a cache folder:
     hashes.json                    content digests of the source files (see hashing.HashMemo)
     entries/<ab>/<key>.safetensors one file per sample: tensors + string metadata
 
+Entry tensors (format 2):
+    latent       unscaled VAE latent (C', T', H', W'), or the posterior moments (2C', ...)
+    txt_emb      (L, D) T5 embedding of the caption
+    first_frame  uint8 (C, 1, H, W): the clip's frame 0 after the training preprocessing, the
+                 frame image-to-video models noise and encode at every step (absent when built
+                 with first_frame=False)
+    image        uint8 (1, C, H, W): the separate image of images.txt, only when there is one
+Format 1 caches still load: their `first_frame` was the `image` item (images.txt image, else
+frame 0), so they serve latents, text and `image`, but count as caches without first frames.
+
 An entry's key hashes the sample key (file content digest, caption, preprocessing params;
 made by the dataset) together with the encoder fingerprint (model weights), so changing any
 of them makes a different key: stale entries are never read, they are just not found.
@@ -25,7 +35,8 @@ import torch
 
 from cogvideox_sat.data.hashing import HashMemo, digest_of
 
-FORMAT = 1
+FORMAT = 2  # the format new builds write
+READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
 HASHES = "hashes.json"
 
@@ -46,8 +57,12 @@ class LatentCache:
                 f"`python tools/build_latent_cache.py --base <model.yaml> <sft.yaml> --cache-dir {self.root}`"
             )
         info = json.loads(manifest.read_text())
-        if info.get("format") != FORMAT:
-            raise StaleCacheError(f"latent cache '{self.root}' has format {info.get('format')}, expected {FORMAT}; rebuild it")
+        if info.get("format") not in READABLE_FORMATS:
+            raise StaleCacheError(
+                f"latent cache '{self.root}' has format {info.get('format')}, this version reads {READABLE_FORMATS}; "
+                f"rebuild it with `python tools/build_latent_cache.py --base <model.yaml> <sft.yaml> --cache-dir {self.root}`"
+            )
+        self.format: int = info["format"]
         self.fingerprint: str = info["fingerprint"]
         self.latent_kind: str = info.get("latent_kind", "sample")
         self.description: dict = info.get("description", {})
@@ -75,15 +90,34 @@ class LatentCache:
                 "(or train without the cache)"
             )
 
+    @property
+    def has_first_frames(self) -> bool:
+        """Whether entries may carry the clip's frame 0 (`first_frame`); format 1's meant `image`."""
+        return self.format >= 2
+
     def entry_key(self, sample_key: str) -> str:
-        return digest_of({"sample": sample_key, "encoder": self.fingerprint, "format": FORMAT})
+        # the cache's own format: a format-1 cache keeps finding its entries
+        return digest_of({"sample": sample_key, "encoder": self.fingerprint, "format": self.format})
 
     def entry_path(self, sample_key: str) -> Path:
         key = self.entry_key(sample_key)
         return self.root / "entries" / key[:2] / f"{key}.safetensors"
 
-    def contains(self, sample_key: str) -> bool:
-        return self.entry_path(sample_key).is_file()
+    def contains(self, sample_key: str, tensors: Iterable[str] = ()) -> bool:
+        """Whether the entry exists and holds all of `tensors` (reads only the file header)."""
+        path = self.entry_path(sample_key)
+        if not path.is_file():
+            return False
+        wanted = set(tensors)
+        if not wanted:
+            return True
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return wanted <= set(f.keys())
+        except (SafetensorError, OSError):
+            return False
 
     def load(self, sample_key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
         """(tensors, metadata) of an entry, or None when absent or unreadable."""

@@ -57,7 +57,9 @@ class SFTDataset(Dataset):
         mp4         unscaled VAE latent (C', T', H', W') (a fresh posterior draw when the cache
                     holds moments), which the engine only permutes and scales
         txt_emb     (L, D) T5 embedding of the caption (before classifier-free dropout)
-        txt, num_frames, fps   as without the cache (+ `image` for I2V: the stored first frame)
+        first_frame float (C, 1, H, W) in [-1, 1]: the clip's frame 0 as the pixel path has it,
+                    which image-to-video training noises and encodes (when the cache has it)
+        txt, num_frames, fps   as without the cache (+ `image` as without the cache)
     A sample missing from the cache is skipped ("not_cached").
     """
 
@@ -223,9 +225,22 @@ class SFTDataset(Dataset):
             "num_frames": int(meta["num_frames"]),
             "fps": self.fps,
         }
+        frame0 = tensors.get("first_frame") if self.latent_cache.has_first_frames else None
+        if frame0 is not None:
+            item["first_frame"] = to_unit_range(frame0)
         if self.with_image or self._index.images is not None:
-            item["image"] = to_unit_range(tensors["first_frame"])
+            item["image"] = to_unit_range(self._cached_image(tensors, frame0, i))
         return item
+
+    def _cached_image(self, tensors: dict[str, torch.Tensor], frame0: torch.Tensor | None, i: int) -> torch.Tensor:
+        """uint8 (1, C, H, W) `image` of an entry: stored apart, else its frame 0 (format 1: `first_frame`)."""
+        if "image" in tensors:
+            return tensors["image"]
+        if not self.latent_cache.has_first_frames and "first_frame" in tensors:
+            return tensors["first_frame"]
+        if frame0 is not None:
+            return frame0.permute(1, 0, 2, 3)
+        raise BadSample("not_cached", self.source(i), "the cache entry has no first frame; rebuild it without --no-first-frame")
 
     def _latent(self, stored: torch.Tensor) -> torch.Tensor:
         """The clip's VAE latent (C', T', H', W'): as stored, or drawn from stored moments."""

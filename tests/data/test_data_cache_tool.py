@@ -60,6 +60,7 @@ def test_tool_builds_resumes_and_matches_the_models(demo_assets, capsys):
     assert torch.allclose(stored["latent"], encoders.encode_video(item["mp4"][None])[0], atol=1e-5)
     assert torch.allclose(stored["txt_emb"], encoders.encode_text([item["txt"]])[0], atol=1e-5)
     assert stored["latent"].shape == (8, 3, 8, 12)  # mean + logvar of 4 channels, 3 latent frames, 64x96 / 8
+    assert stored["first_frame"].dtype == torch.uint8 and stored["first_frame"].shape == (3, 1, 64, 96)
 
     # training reads latents, and can check the cache against its models
     cached = SFTDataset("demo_assets/data", latent_cache="cache", **PARAMS)
@@ -69,3 +70,11 @@ def test_tool_builds_resumes_and_matches_the_models(demo_assets, capsys):
 
     vae = instantiate_from_config(cfg.section("model")["first_stage_config"])
     check_cache_matches_model(cached.latent_cache, cfg.section("model"), first_stage=vae)
+
+
+def test_tool_refuses_an_i2v_cache_without_first_frames(demo_assets, capsys):
+    configs = [str(REPO / "configs/demo/tiny_i2v.yaml"), CONFIGS[1]]
+    argv = ["--base", *configs, "--cache-dir", "cache", "--device", "cpu", "--no-first-frame", "--no-progress"]
+    assert load_tool().main(argv) == 2
+    assert "noised_image_input" in capsys.readouterr().err
+    assert not (demo_assets / "cache").exists()

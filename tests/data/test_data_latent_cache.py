@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 
 import pytest
@@ -66,12 +67,14 @@ def test_build_and_read_back(sft_folder, tmp_path):
     cached = SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), **PARAMS)
     for i in range(4):
         px, item = pixels[i], cached[i]
-        assert set(item) == {"mp4", "txt", "txt_emb", "num_frames", "fps"}
+        assert set(item) == {"mp4", "txt", "txt_emb", "first_frame", "num_frames", "fps"}
         assert item["txt"] == px["txt"] and item["num_frames"] == px["num_frames"] and item["fps"] == 8
         # latents (C', T', H', W') as the engine's latent_input path wants them
         assert item["mp4"].shape == (3, 3, 2, 3)
         assert torch.equal(item["mp4"], tiny.video(px["mp4"][None])[0])
         assert torch.equal(item["txt_emb"], tiny.text([px["txt"]])[0])
+        # the clip's frame 0, exactly as the pixel path's x[:, :, 0:1] has it: (C, 1, H, W)
+        assert torch.equal(item["first_frame"], px["mp4"][:1].permute(1, 0, 2, 3))
 
 
 def test_build_resumes_after_interruption(sft_folder, tmp_path):
@@ -154,6 +157,64 @@ def test_i2v_first_frame_is_cached(sft_folder, tmp_path):
     pixels = SFTDataset(str(sft_folder), with_image=True, **PARAMS)
     cached = SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), with_image=True, **PARAMS)
     assert torch.equal(cached[1]["image"], pixels[1]["image"])
+    assert torch.equal(cached[1]["first_frame"], pixels[1]["mp4"][:1].permute(1, 0, 2, 3))
+
+
+def test_images_txt_image_and_first_frame_are_kept_apart(sft_folder, tmp_path):
+    params = {**PARAMS, "layout": "diffusers"}  # images.txt names a separate image per clip
+    build(sft_folder, tmp_path / "cache", TinyEncoders(), **params)
+    pixels = SFTDataset(str(sft_folder), **params)
+    cached = SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), **params)
+    px, item = pixels[2], cached[2]
+    assert not torch.equal(px["image"], px["mp4"][:1])  # else this test proves nothing
+    assert torch.equal(item["image"], px["image"])
+    assert torch.equal(item["first_frame"], px["mp4"][:1].permute(1, 0, 2, 3))
+
+
+def test_cache_without_first_frames_is_completed_by_a_build_with(sft_folder, tmp_path):
+    ds = SFTDataset(str(sft_folder), **PARAMS)
+    build_latent_cache(ds, str(tmp_path / "cache"), TinyEncoders().encoders(), first_frame=False, progress=False)
+    cached = SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), **PARAMS)
+    assert "first_frame" not in cached[0]
+    with pytest.raises(NoUsableSamples, match="not_cached=4"):  # an `image` needs a stored frame
+        SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), with_image=True, **PARAMS)
+    # a T2V build reuses the entries; a build with first frames re-encodes them
+    tiny = TinyEncoders()
+    assert build_latent_cache(ds, str(tmp_path / "cache"), tiny.encoders(), first_frame=False, progress=False).present == 4
+    report = build_latent_cache(ds, str(tmp_path / "cache"), tiny.encoders(), progress=False)
+    assert (report.present, report.written, tiny.video_calls) == (0, 4, 4)
+    cached = SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), **PARAMS)
+    assert torch.equal(cached[0]["first_frame"], ds[0]["mp4"][:1].permute(1, 0, 2, 3))
+
+
+def test_format_1_cache_still_loads_without_first_frames(sft_folder, tmp_path):
+    tiny = TinyEncoders()
+    build(sft_folder, tmp_path / "cache", tiny)
+    manifest = tmp_path / "cache" / "manifest.json"
+    info = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**info, "format": 1}))
+    # what version 1 wrote: `first_frame` (1, C, H, W) was the `image` item, keyed by format 1
+    old = LatentCache(tmp_path / "cache")
+    pixels = SFTDataset(str(sft_folder), with_image=True, **PARAMS)
+    for i in range(len(pixels)):
+        px, image = pixels[i], pixels[i]["image"]
+        u8 = (image * 127.5 + 127.5).round().to(torch.uint8)
+        tensors = {"latent": tiny.video(px["mp4"][None])[0], "txt_emb": tiny.text([px["txt"]])[0], "first_frame": u8}
+        old.save(pixels.sample_key(i, old.hashes), tensors, {"caption": px["txt"], "num_frames": "9", "source": "x"})
+    cached = SFTDataset(str(sft_folder), latent_cache=str(tmp_path / "cache"), with_image=True, **PARAMS)
+    item = cached[1]
+    assert torch.equal(item["mp4"], tiny.video(pixels[1]["mp4"][None])[0])
+    assert torch.equal(item["image"], pixels[1]["image"])
+    assert "first_frame" not in item  # its meaning was `image`: I2V training asks for a rebuild
+    assert cached.skip_counts() == {}
+
+
+def test_unknown_format_is_stale_with_the_rebuild_command(sft_folder, tmp_path):
+    build(sft_folder, tmp_path / "cache", TinyEncoders())
+    manifest = tmp_path / "cache" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "format": 99}))
+    with pytest.raises(StaleCacheError, match="has format 99.*tools/build_latent_cache.py"):
+        LatentCache(tmp_path / "cache")
 
 
 def test_model_fingerprint_follows_weights_not_paths_or_dropout(tmp_path):
