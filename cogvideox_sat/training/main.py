@@ -148,6 +148,13 @@ def check_latent_cache(dataset: Any, args: argparse.Namespace, engine: torch.nn.
 
     vae_params = args.model_config.first_stage_config.get("params", {})
     check_cache_matches_model(cache, args.model_config, first_stage=None if vae_params.get("ckpt_path") else engine.first_stage_model)
+    if getattr(engine, "latent_input", False) and getattr(engine, "noised_image_input", False) and len(dataset) and "first_frame" not in dataset[0]:
+        # image-to-video encodes the noised first frame every step: say so before any step runs
+        raise ValueError(
+            f"latent cache '{cache.root}' has no first frames, which image-to-video training needs "
+            "(model.noised_image_input with model.latent_input): rebuild the cache with "
+            "tools/build_latent_cache.py for this I2V config"
+        )
 
 
 def train(args: argparse.Namespace) -> LoopState:

@@ -114,3 +114,21 @@ def test_i2v_on_a_cache_without_first_frames_says_rebuild(i2v_engine, tmp_path):
             i2v_engine.shared_step(dict(lat_batch))
     finally:
         i2v_engine.latent_input = False
+
+
+def test_training_start_refuses_i2v_on_a_cache_without_first_frames(i2v_engine, tmp_path, monkeypatch):
+    """train() checks the cache before the first step (check_latent_cache), not at step 1."""
+    import cogvideox_sat.data.encoders as encoders
+    from cogvideox_sat.training.main import check_latent_cache
+
+    monkeypatch.setattr(encoders, "check_cache_matches_model", lambda *a, **k: None)  # fingerprints: tested elsewhere
+    args = argparse.Namespace(model_config=OmegaConf.create({"first_stage_config": {"params": {}}}))
+    _, without = build_with(i2v_engine, tmp_path / "old", first_frame=False)
+    _, with_frames = build_with(i2v_engine, tmp_path / "new", first_frame=True)
+    i2v_engine.latent_input = True
+    try:
+        with pytest.raises(ValueError, match=r"has no first frames.*rebuild the cache with tools/build_latent_cache.py"):
+            check_latent_cache(without, args, i2v_engine)
+        check_latent_cache(with_frames, args, i2v_engine)
+    finally:
+        i2v_engine.latent_input = False
