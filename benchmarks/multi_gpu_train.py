@@ -132,14 +132,10 @@ def only_run(save: Path) -> Path:
 
 def read_metrics(result: Launch) -> Launch:
     """Losses (the last logged per iteration: a resumed run logs again after its checkpoint), step times, peak."""
-    for line in (result.run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "loss" in rec:
-            result.losses[rec["iteration"]] = rec["loss"]
-        if "step_s" in rec:
-            result.step_s.append(rec["step_s"])
-        if "max_mem_gib" in rec:
-            result.peak_gib = max(rec["max_mem_gib"], result.peak_gib) if result.peak_gib == result.peak_gib else rec["max_mem_gib"]
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    result.losses = {r["iteration"]: r["loss"] for r in records if "loss" in r}
+    result.step_s = [r["step_s"] for r in records if "step_s" in r]
+    result.peak_gib = max((r["max_mem_gib"] for r in records if "max_mem_gib" in r), default=float("nan"))
     return result
 
 

@@ -105,12 +105,12 @@ def _max(value: float, device: torch.device) -> float:
 def measure(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, repeat: int) -> tuple[float, float, torch.Tensor | None]:
     """(median seconds, peak GiB, rank 0's last output on the CPU), the slowest / fullest rank's; nan on OOM."""
     out, times, failed = None, [], 0.0
+    dist.barrier()  # the groups start together; no collective below but fn's own, so an OOM cannot split them
     try:
         with torch.no_grad():
             for i in range(warmup + repeat):
                 if i == warmup and device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-                dist.barrier()  # the groups start together, as in training
                 start = time.perf_counter()
                 result = fn()
                 _sync(device)
