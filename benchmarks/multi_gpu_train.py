@@ -45,6 +45,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from train_run import overlay, save_random_vae, text_width  # noqa: E402
 
+from cogvideox_sat.training.metrics import METRICS_FILE, losses_by_iteration, read_metrics  # noqa: E402
+
 
 @dataclass
 class Launch:
@@ -132,8 +134,8 @@ def only_run(save: Path) -> Path:
 
 def read_metrics(result: Launch) -> Launch:
     """Losses (the last logged per iteration: a resumed run logs again after its checkpoint), step times, peak."""
-    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    result.losses = {r["iteration"]: r["loss"] for r in records if "loss" in r}
+    records = read_metrics(result.run_dir)
+    result.losses = losses_by_iteration(records)
     result.step_s = [r["step_s"] for r in records if "step_s" in r]
     result.peak_gib = max((r["max_mem_gib"] for r in records if "max_mem_gib" in r), default=float("nan"))
     return result
@@ -145,7 +147,7 @@ def rewind(run: Path, to: Path, tag: int) -> Path:
     for later in [p for p in to.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > tag]:
         shutil.rmtree(later)
     (to / "latest").write_text(str(tag))
-    metrics = to / "metrics.jsonl"
+    metrics = to / METRICS_FILE
     kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["iteration"] <= tag]
     metrics.write_text("".join(f"{line}\n" for line in kept))
     return to

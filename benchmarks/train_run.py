@@ -22,12 +22,12 @@ table shows what share of the transformer-only rate each end-to-end run reaches.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+
+from cogvideox_sat.training.metrics import read_metrics  # noqa: E402
 
 
 @dataclass
@@ -117,7 +119,7 @@ def train(args: argparse.Namespace, label: str, work: Path, config_overlay: dict
     (work / "overlay.yaml").write_text(yaml.safe_dump(config_overlay))
     run([sys.executable, str(REPO / "train_video.py"), "--base", str(args.config), str(work / "overlay.yaml"), "--seed", "1"])
     (run_dir,) = [p for p in (work / "runs").iterdir() if p.is_dir()]
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir)
     steps = [r["step_s"] for r in records if "step_s" in r]
     timed = steps[args.skip:] or steps  # the first steps compile and warm the allocator
     return RunResult(label, len(steps), statistics.median(timed), min(timed), max(timed),
@@ -125,8 +127,6 @@ def train(args: argparse.Namespace, label: str, work: Path, config_overlay: dict
 
 
 def build_cache(args: argparse.Namespace, work: Path, config_overlay: dict[str, Any], cache: Path) -> float:
-    import time
-
     work.mkdir(parents=True, exist_ok=True)
     (work / "overlay.yaml").write_text(yaml.safe_dump(config_overlay))
     start = time.perf_counter()
@@ -137,8 +137,6 @@ def build_cache(args: argparse.Namespace, work: Path, config_overlay: dict[str, 
 
 def dit_only(args: argparse.Namespace) -> tuple[float, float]:
     """Median forward+backward seconds and peak GiB of the config's transformer alone."""
-    import statistics as stats
-
     import torch
 
     from dit_step import DTYPES, Setting, build_ours, make_inputs, measure, network_config, release
@@ -160,7 +158,7 @@ def dit_only(args: argparse.Namespace) -> tuple[float, float]:
     times, _, peak = measure(step, device, warmup=2, steps=max(args.steps - args.skip, 3))
     del model, kwargs
     release(device)
-    return stats.median(times), peak
+    return statistics.median(times), peak
 
 
 def main(argv: list[str] | None = None) -> list[RunResult]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from cogvideox_sat.training.metrics import losses_by_iteration, read_metrics
 from tests.conftest import REPO
 
 
@@ -53,9 +53,4 @@ def run_dir_of(save: Path) -> Path:
 
 def losses(run: Path) -> dict[int, float]:
     """Last logged loss per iteration (a resumed run logs again the steps after its checkpoint)."""
-    out = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "loss" in rec:
-            out[rec["iteration"]] = rec["loss"]
-    return out
+    return losses_by_iteration(read_metrics(run))

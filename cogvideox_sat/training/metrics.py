@@ -8,6 +8,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records MetricsLogger wrote to `run_dir`, in order."""
+    return [json.loads(line) for line in (Path(run_dir) / METRICS_FILE).read_text().splitlines()]
+
+
+def losses_by_iteration(records: list[dict[str, Any]]) -> dict[int, float]:
+    """The last logged loss per iteration (a resumed run logs again the steps after its checkpoint)."""
+    return {r["iteration"]: r["loss"] for r in records if "loss" in r}
+
+
 class MetricsLogger:
     """Rank 0 writes; other ranks hold a logger that does nothing."""
 
@@ -19,7 +32,7 @@ class MetricsLogger:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        self._jsonl = open(self.run_dir / METRICS_FILE, "a", buffering=1)
         try:
             from tensorboardX import SummaryWriter
 

@@ -10,14 +10,17 @@ Exact equality across counts is the subject of test_resume_other_process_count.
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from tests.train_runs import demo_overlay, losses, make_demo_assets, run_dir_of, train_command
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from multi_gpu_train import rewind  # noqa: E402  (one copy: the benchmark's resume mode uses it too)
 
 pytestmark = pytest.mark.slow  # ~1 min on 2 cores: four launches
 
@@ -40,18 +43,6 @@ def launch(tmp: Path, processes: int, extra: dict, *flags: str, model: str = "ti
     proc = subprocess.run(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:]
     return proc.stdout
-
-
-def rewind(run: Path, to: Path, tag: int) -> Path:
-    """A copy of `run` whose last checkpoint is `tag` (later ones removed)."""
-    shutil.copytree(run, to)
-    for later in [p for p in to.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > tag]:
-        shutil.rmtree(later)
-    (to / "latest").write_text(str(tag))
-    metrics = to / "metrics.jsonl"
-    kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["iteration"] <= tag]
-    metrics.write_text("".join(f"{line}\n" for line in kept))
-    return to
 
 
 def test_multi_process_resume_same_and_other_count(assets: Path, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ Runs train_video.py as real processes on the CPU demo model (fp32, ZeRO-1, LoRA)
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cogvideox_sat.training.metrics import read_metrics
 from tests.train_runs import demo_overlay, losses, make_demo_assets, run_dir_of, train_command
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def test_sigkill_and_resume_reproduces_every_loss(assets: Path, tmp_path: Path) 
     assert "run directory:" in out
     expected = losses(run_dir_of(straight))
     assert sorted(expected) == list(range(1, N + 1))
-    rec = json.loads((run_dir_of(straight) / "metrics.jsonl").read_text().splitlines()[0])
+    rec = read_metrics(run_dir_of(straight))[0]
     assert {"iteration", "loss", "lr", "step_s"} <= set(rec)
 
     killed = tmp_path / "killed"
