@@ -178,6 +178,15 @@ def build_ours(cfg, setting: Setting, device, dtype, default_backend: str, compi
 
 
 # ---- measurement --------------------------------------------------------------------------------
+def measuring_device(tiny: bool) -> torch.device:
+    """The CPU for a --tiny smoke run, else the GPU (a clear exit without one)."""
+    if tiny:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: use --tiny for a CPU smoke run")
+    return torch.device("cuda")
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -332,11 +341,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
         cfg = shrink(cfg)
         args.frames, args.height, args.width, args.steps, args.warmup = 13, 64, 96, 2, 1
         args.dtype = "fp32" if args.dtype == "fp16" else args.dtype
-        device = torch.device("cpu")
-    else:
-        if not torch.cuda.is_available():
-            raise SystemExit("no CUDA device: use --tiny for a CPU smoke run")
-        device = torch.device("cuda")
+    device = measuring_device(args.tiny)
     dtype = DTYPES[args.dtype]
     cfg["params"]["dtype"] = args.dtype  # as the official engine injects it
     results = [run_case(cfg, args, device, dtype, mode) for mode in args.checkpoint]

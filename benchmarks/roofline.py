@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dit_step import DTYPES, make_inputs, network_config, shrink  # noqa: E402
+from dit_step import DTYPES, make_inputs, measuring_device, network_config, shrink  # noqa: E402
 
 from cogvideox_sat.models.attention import BACKENDS, attention  # noqa: E402
 from cogvideox_sat.registry import instantiate_from_config  # noqa: E402
@@ -151,11 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     if args.tiny:
         cfg = shrink(cfg)
         args.frames, args.height, args.width, args.repeat, args.dtype, args.backends = 13, 64, 96, 1, "fp32", ["math"]
-        device = torch.device("cpu")
-    else:
-        if not torch.cuda.is_available():
-            raise SystemExit("no CUDA device: use --tiny for a CPU smoke run")
-        device = torch.device("cuda")
+    device = measuring_device(args.tiny)
     dtype = DTYPES[args.dtype]
     s = model_shapes(cfg, args.frames, args.height, args.width)
     lora = not args.full

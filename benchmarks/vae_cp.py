@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cogvideox_sat import distributed  # noqa: E402
+from cogvideox_sat.parallel.benchmark import max_over_ranks, synchronize  # noqa: E402
 from cogvideox_sat.registry import instantiate_from_config  # noqa: E402
 from cogvideox_sat.vae.chunking import decode_chunked  # noqa: E402
 from cogvideox_sat.vae.time_split import balanced_groups, check_cp_groups, piece_sizes  # noqa: E402
@@ -91,17 +92,6 @@ def rel_diff(got: torch.Tensor, ref: torch.Tensor | None) -> float:
     return ((got - ref).abs().max() / ref.abs().max()).item()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _max(value: float, device: torch.device) -> float:
-    t = torch.tensor([value], device=device, dtype=torch.float64)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())
-
-
 def measure(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, repeat: int) -> tuple[float, float, torch.Tensor | None]:
     """(median seconds, peak GiB, rank 0's last output on the CPU), the slowest / fullest rank's; nan on OOM."""
     out, times, failed = None, [], 0.0
@@ -113,7 +103,7 @@ def measure(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, r
                     torch.cuda.reset_peak_memory_stats(device)
                 start = time.perf_counter()
                 result = fn()
-                _sync(device)
+                synchronize(device)
                 if i >= warmup:
                     times.append(time.perf_counter() - start)
                 if i == warmup + repeat - 1 and dist.get_rank() == 0:
@@ -123,10 +113,10 @@ def measure(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, r
         failed, out = 1.0, None
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    if _max(failed, device):
+    if max_over_ranks(failed, device):
         return float("nan"), float("nan"), None
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return _max(statistics.median(times), device), _max(peak, device), out
+    return max_over_ranks(statistics.median(times), device), max_over_ranks(peak, device), out
 
 
 def run_case(vae: torch.nn.Module, case: str, cp_sizes: list[int], args: argparse.Namespace, device: torch.device) -> list[Row]:

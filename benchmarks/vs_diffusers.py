@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dit_step  # noqa: E402
-from dit_step import DTYPES, Setting, build_ours, make_inputs, measure, network_config, parse_setting, release, shrink, step_flops, with_lora  # noqa: E402
+from dit_step import DTYPES, Setting, build_ours, make_inputs, measure, measuring_device, network_config, parse_setting, release, shrink, step_flops, with_lora  # noqa: E402
 
 from cogvideox_sat.models.attention import BACKENDS, kernel_context  # noqa: E402
 
@@ -260,11 +260,9 @@ def run_device(args: argparse.Namespace) -> torch.device:
         args.frames, args.height, args.width, args.steps, args.warmup, args.lora_rank = 13, 64, 96, 1, 1, 4
         args.compile_backend = "aot_eager" if args.compile_backend == "inductor" else args.compile_backend
         args.dtype = "fp32" if args.dtype == "fp16" else args.dtype
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: use --tiny for a CPU smoke run")
-    device = torch.device("cuda")
-    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}", flush=True)
+    device = measuring_device(args.tiny)
+    if device.type == "cuda":
+        print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}", flush=True)
     return device
 
 

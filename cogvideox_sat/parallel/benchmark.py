@@ -77,12 +77,14 @@ def model_flops(model: torch.nn.Module, tokens: int, lora: bool) -> float:
     return matmul * (2 if lora else 3) + attn * 3
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for `device`'s queued work (a no-op on the CPU), so wall-clock timings are whole."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _max(value: float, device: torch.device) -> float:
+def max_over_ranks(value: float, device: torch.device) -> float:
+    """The largest `value` of all ranks (slowest step, fullest GPU)."""
     t = torch.tensor([value], device=device, dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return float(t.item())
@@ -107,7 +109,7 @@ def run_degree(model: torch.nn.Module, kwargs: dict[str, torch.Tensor], degree: 
                 torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
             model(**kwargs).float().square().mean().backward()
-            _sync(device)
+            synchronize(device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
             model.zero_grad(set_to_none=True)
@@ -118,10 +120,10 @@ def run_degree(model: torch.nn.Module, kwargs: dict[str, torch.Tensor], degree: 
         model.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    if _max(failed, device):
+    if max_over_ranks(failed, device):
         return float("nan"), float("nan"), float(seen[0] if seen else 0)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return _max(statistics.median(times), device), _max(peak, device), float(seen[0])
+    return max_over_ranks(statistics.median(times), device), max_over_ranks(peak, device), float(seen[0])
 
 
 def main() -> None:
