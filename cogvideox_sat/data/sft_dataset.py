@@ -202,6 +202,20 @@ class SFTDataset(Dataset):
             }
         )
 
+    def caches_first_frames(self) -> bool:
+        """Whether cached items carry `first_frame`, judged by the first entry present (reads file
+        headers only; image-to-video training checks this before its first step)."""
+        if self.latent_cache is None or not self.latent_cache.has_first_frames:
+            return False
+        for i in range(len(self)):
+            try:
+                key = self.sample_key(i)
+            except OSError:
+                continue
+            if self.latent_cache.contains(key):
+                return self.latent_cache.contains(key, ("first_frame",))
+        return False
+
     def source(self, i: int) -> str:
         return str(self._index.videos[i])
 

@@ -148,7 +148,7 @@ def check_latent_cache(dataset: Any, args: argparse.Namespace, engine: torch.nn.
 
     vae_params = args.model_config.first_stage_config.get("params", {})
     check_cache_matches_model(cache, args.model_config, first_stage=None if vae_params.get("ckpt_path") else engine.first_stage_model)
-    if getattr(engine, "latent_input", False) and getattr(engine, "noised_image_input", False) and len(dataset) and "first_frame" not in dataset[0]:
+    if getattr(engine, "latent_input", False) and getattr(engine, "noised_image_input", False) and not dataset.caches_first_frames():
         # image-to-video encodes the noised first frame every step: say so before any step runs
         raise ValueError(
             f"latent cache '{cache.root}' has no first frames, which image-to-video training needs "
