@@ -124,7 +124,7 @@ def launch(args: argparse.Namespace, label: str, work: Path, cfg: dict[str, Any]
         raise SystemExit(f"{label}: train_video.py failed with exit code {proc.returncode} (log {work / 'train.log'})")
     micro, accumulation = cfg["deepspeed"]["train_micro_batch_size_per_gpu"], cfg["deepspeed"]["gradient_accumulation_steps"]
     run_dir = Path(flags[flags.index("--resume") + 1]) if "--resume" in flags else only_run(Path(cfg["args"]["save"]))
-    return read_metrics(Launch(label, processes, micro, accumulation, run_dir, proc.stdout))
+    return with_metrics(Launch(label, processes, micro, accumulation, run_dir, proc.stdout))
 
 
 def only_run(save: Path) -> Path:
@@ -132,7 +132,7 @@ def only_run(save: Path) -> Path:
     return run
 
 
-def read_metrics(result: Launch) -> Launch:
+def with_metrics(result: Launch) -> Launch:
     """Losses (the last logged per iteration: a resumed run logs again after its checkpoint), step times, peak."""
     records = read_metrics(result.run_dir)
     result.losses = losses_by_iteration(records)
