@@ -43,7 +43,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from train_run import overlay, save_random_vae, text_width  # noqa: E402
+import train_run  # noqa: E402
+from train_run import overlay  # noqa: E402
 
 from cogvideox_sat.training.metrics import METRICS_FILE, losses_by_iteration, read_metrics  # noqa: E402
 
@@ -74,22 +75,8 @@ class Launch:
 
 def make_assets(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     """(clips, T5 folder, VAE file) in --work, made once and reused by later calls."""
-    from cogvideox_sat.demo.clips import make_sft_folder
-    from cogvideox_sat.demo.tiny_t5 import make_tiny_t5
-
-    clips = args.clips or args.work / f"clips-{args.frames}x{args.size[0]}x{args.size[1]}"
-    if not (clips / "videos").is_dir():
-        # every rank needs samples of its own; 2 micro-batches per rank per epoch at most
-        make_sft_folder(clips, n_clips=max(8, 2 * args.gpus * args.micro), num_frames=args.frames,
-                        height=args.size[0], width=args.size[1], fps=8)
-    width = text_width(args.config)
-    t5 = args.work / f"t5-{width}"
-    if not (t5 / "config.json").is_file():
-        make_tiny_t5(t5, d_model=width, num_layers=1, num_heads=max(width // 64, 1), d_kv=64, d_ff=256)
-    vae = args.work / f"vae-{args.config.stem}.pt"
-    if not vae.is_file():
-        save_random_vae(args.config, vae)
-    return clips, t5, vae
+    # every rank needs samples of its own; 2 micro-batches per rank per epoch at most
+    return train_run.make_assets(args.config, args.work, args.clips, args.frames, args.size, n_clips=max(8, 2 * args.gpus * args.micro))
 
 
 def run_overlay(args: argparse.Namespace, assets: tuple[Path, Path, Path], save: Path, micro: int, accumulation: int,

@@ -75,6 +75,25 @@ def save_random_vae(config: Path, path: Path, seed: int = 0) -> Path:
     return path
 
 
+def make_assets(config: Path, work: Path, clips: Path | None, frames: int, size: list[int], n_clips: int) -> tuple[Path, Path, Path]:
+    """(clips, stand-in T5 folder, random VAE file) in `work`, each made only if absent (so later
+    calls with the same work folder reuse them)."""
+    from cogvideox_sat.demo.clips import make_sft_folder
+    from cogvideox_sat.demo.tiny_t5 import make_tiny_t5
+
+    clips = clips or work / f"clips-{frames}x{size[0]}x{size[1]}"
+    if not (clips / "videos").is_dir():
+        make_sft_folder(clips, n_clips=n_clips, num_frames=frames, height=size[0], width=size[1], fps=8)
+    width = text_width(config)
+    t5 = work / f"t5-{width}"
+    if not (t5 / "config.json").is_file():
+        make_tiny_t5(t5, d_model=width, num_layers=1, num_heads=max(width // 64, 1), d_kv=64, d_ff=256)
+    vae = work / f"vae-{config.stem}.pt"
+    if not vae.is_file():
+        save_random_vae(config, vae)
+    return clips, t5, vae
+
+
 def overlay(args: argparse.Namespace, work: Path, clips: Path, t5: Path, vae: Path, cache: Path | None) -> dict[str, Any]:
     max_length = model_section(args.config)["conditioner_config"]["params"]["emb_models"][0]["params"]["max_length"]
     emb = {"is_trainable": False, "input_key": "txt", "ucg_rate": 0.1, "target": "cogvideox_sat.conditioner.FrozenT5Embedder",
@@ -183,16 +202,8 @@ def main(argv: list[str] | None = None) -> list[RunResult]:
     if args.tiny:
         args.config, args.steps, args.skip, args.frames, args.size, args.precision = REPO / "configs/demo/tiny_t2v_lora.yaml", 4, 1, 9, [64, 96], "fp32"
 
-    from cogvideox_sat.demo.clips import make_sft_folder
-    from cogvideox_sat.demo.tiny_t5 import make_tiny_t5
-
     work = args.work or Path(tempfile.mkdtemp(prefix="train_run_"))
-    clips = args.clips or work / "clips"
-    if not (clips / "videos").is_dir():
-        make_sft_folder(clips, n_clips=4, num_frames=args.frames, height=args.size[0], width=args.size[1], fps=8)
-    width = text_width(args.config)
-    t5 = make_tiny_t5(work / "t5", d_model=width, num_layers=1, num_heads=max(width // 64, 1), d_kv=64, d_ff=256)
-    vae = save_random_vae(args.config, work / "vae.pt")
+    clips, t5, vae = make_assets(args.config, work, args.clips, args.frames, args.size, n_clips=4)
 
     results: list[RunResult] = []
     for mode in args.data:
