@@ -6,11 +6,12 @@
 #   bash benchmarks/run_h100.sh sample   # sample_video.py: seconds per video, 50 steps
 #   bash benchmarks/run_h100.sh speed    # DiT step, ours vs diffusers in one process
 #   bash benchmarks/run_h100.sh roofline # step lower bounds from the matmul and SDPA kernels alone
+#   bash benchmarks/run_h100.sh profile  # kernel time by category (matmul, attention, fused, copies, gaps) of 2B/5B LoRA steps
 #   bash benchmarks/run_h100.sh sft      # full fine-tuning under ZeRO-2 with the optimizer: 2B, 5B (CPU offload) vs diffusers
 # Output goes to stdout and, when OUT is set, to $OUT/<section>.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-section=${1:?section: dit|vae|train|sample|speed|sft|roofline|gputests}
+section=${1:?section: dit|vae|train|sample|speed|sft|roofline|profile|gputests}
 log=${OUT:+$OUT/$section.log}
 run() { echo "+ $*"; timeout "${STEP_TIMEOUT:-540}" "$@"; echo "exit $?"; }
 {
@@ -34,6 +35,10 @@ case "$section" in
     run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml ${DIFF_5B:+--diffusers-s $DIFF_5B}
     run python3 benchmarks/roofline.py configs/cogvideox_2b.yaml --full --backends cudnn
     run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml --full --backends cudnn ;;
+  profile)
+    # PROFILE_SETTING: the setting profiled (default selective+compile)
+    run python3 benchmarks/profile_step.py configs/cogvideox_2b_lora.yaml --lora-rank 128 --setting ${PROFILE_SETTING:-selective+compile} --top 25
+    run python3 benchmarks/profile_step.py configs/cogvideox_5b_lora.yaml --lora-rank 128 --setting ${PROFILE_SETTING:-selective+compile} --top 25 ;;
   sample)
     run python3 benchmarks/sample_speed.py --base configs/cogvideox_2b.yaml --dtype fp16 --repeats 1
     run python3 benchmarks/sample_speed.py --base configs/cogvideox_5b.yaml --dtype bf16 --repeats 1 ;;
