@@ -16,8 +16,11 @@ buckets and activations.
                                                                           # (DS_ACCELERATOR=cpu where a GPU is visible)
 
 5B needs --offload on an 80 GB GPU: bf16 weights and gradients, float32 master weights and the two
-Adam moments are 16 bytes a parameter, 90 GB for 5.6B parameters; with --offload the master weights
-and moments live in pinned CPU memory and DeepSpeedCPUAdam steps them. The process is a one-rank
+Adam moments are 16 bytes a parameter, 90 GB for 5.6B parameters; with --offload the master weights,
+their gradients and the moments live in CPU memory and DeepSpeedCPUAdam steps them. Unpinned by
+default (--pin-memory pins): torch's pinned-memory allocator rounds each allocation up to a power
+of two, so DeepSpeed's two flat 22 GB float32 buffers of 5B take 64 GB pinned and the case is
+killed on a 128 GB host. The process is a one-rank
 world (NCCL, or gloo on CPU), set up as train_video.py sets it up. Every case is built, measured and
 freed before the next; a failed case (out of memory) is reported in the table and the run goes on;
 no case starts after --budget-s. "fwd+bwd/diff" is the forward+backward time over diffusers'; TFLOP/s
@@ -85,7 +88,7 @@ def ds_config(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     cfg["fp16"] = {"enabled": args.dtype == "fp16"}
     cfg = optimizer_config(cfg, device)
     if args.offload:
-        cfg["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        cfg["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": args.pin_memory}
         cfg["optimizer"]["params"].pop("torch_adam", None)  # offloaded states are stepped by DeepSpeedCPUAdam only
     return cfg
 
@@ -208,7 +211,8 @@ def host_peak_gib() -> float:
 
 # ---- output -------------------------------------------------------------------------------------
 def print_table(rows: list[SFTRow], args: argparse.Namespace) -> None:
-    optimizer = "AdamW, states in CPU memory (DeepSpeedCPUAdam)" if args.offload else "AdamW"
+    pinned = "pinned" if args.pin_memory else "unpinned"
+    optimizer = f"AdamW, states in {pinned} CPU memory (DeepSpeedCPUAdam)" if args.offload else "AdamW"
     processes = "one process per case" if isolated(args) else "one process"
     print(
         f"\nSFT step under DeepSpeed ZeRO-2 vs diffusers {vs_diffusers.package_version('diffusers')}, {processes}, batch 1, "
@@ -235,6 +239,12 @@ def print_table(rows: list[SFTRow], args: argparse.Namespace) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = vs_diffusers.build_parser(__doc__.splitlines()[0])
     parser.add_argument("--offload", action="store_true", help="ZeRO-Offload: float32 master weights and Adam moments in pinned CPU memory")
+    parser.add_argument(
+        "--pin-memory",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="offload_optimizer.pin_memory (off by default: torch's pinned allocator rounds DeepSpeed's flat 5B buffers up to powers of two, more than a 128 GB host holds)",
+    )
     parser.add_argument(
         "--isolate", action=argparse.BooleanOptionalAction, default=None, help="run each case in a child process of its own (default: with --offload)"
     )
