@@ -134,12 +134,17 @@ def run_model(
 ) -> list[Row]:
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     model = build().to(device=device, dtype=dtype).eval()
+    layout = torch.channels_last_3d if args.channels_last else torch.contiguous_format
+    for param in model.parameters():  # conv3d kernels only: `Module.to(memory_format=)` rejects the 1-D/4-D ones
+        if param.dim() == 5:
+            param.data = param.data.contiguous(memory_format=layout)
     rows = []
     for frames, height, width in cases:
         case = f"{frames}x{height}x{width}"
         gen = torch.Generator(device="cpu").manual_seed(0)
         x = (torch.rand(1, 3, frames, height, width, generator=gen) * 2 - 1).to(device, dtype)
         z = torch.randn(1, z_channels, 1 + (frames - 1) // 4, height // 8, width // 8, generator=gen).to(device, dtype)
+        x, z = x.contiguous(memory_format=layout), z.contiguous(memory_format=layout)
         for op, fn in ops(model, x, z).items():
             try:
                 with torch.no_grad():
@@ -180,7 +185,9 @@ def diffusers_ops(vae: torch.nn.Module, x: torch.Tensor, z: torch.Tensor) -> dic
 
 
 def print_table(rows: list[Row], args: argparse.Namespace) -> None:
-    print(f"\nVAE, random weights, {args.dtype}, {args.device}, median of {args.repeat} (after {args.warmup} warm-up)")
+    layout = ", channels_last_3d" if args.channels_last else ""
+    bench = ", cudnn.benchmark" if args.cudnn_benchmark else ""
+    print(f"\nVAE, random weights, {args.dtype}{layout}{bench}, {args.device}, median of {args.repeat} (after {args.warmup} warm-up)")
     header = f"| {'model':<9} | {'op':<18} | {'clip':<12} | {'seconds':>8} | {'peak GiB':>8} | output |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
@@ -200,6 +207,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-diffusers", action="store_true", help="skip the diffusers rows")
     p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
+    p.add_argument("--channels-last", action="store_true", help="weights and clips in channels_last_3d (NDHWC) memory layout")
     args = p.parse_args(argv)
     default_cases = ["9x32x48", "17x64x64"] if args.tiny else ["49x480x720", "81x768x1360"]
     args.cases = args.cases or default_cases
