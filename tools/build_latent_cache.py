@@ -1,13 +1,16 @@
-"""Precompute VAE latents and T5 embeddings of a fine-tuning folder, so training skips both.
+"""Precompute VAE latents and T5 embeddings of a fine-tuning dataset, so training skips both.
 
     python tools/build_latent_cache.py --base configs/cogvideox_2b_lora.yaml configs/sft.yaml \\
         --cache-dir cache/disney [--data disney] [--device cuda] [--num-workers 8]
 
-Uses the same configs as training: the data folders (`args.train_data`, or --data), the
-dataset params (`data.params`) and the VAE and T5 of the `model:` section. Interrupt it any
-time; a rerun resumes where it stopped. Entries are keyed by file content, caption,
-preprocessing params and model weights, so a change to any of them is simply a cache miss
-(rebuild to fill it; --prune deletes entries nothing uses any more).
+Uses the same configs as training: the data (`args.train_data`, or --data), the dataset
+(`data.target` SFTDataset: folders; VideoDataset: WebDataset shards) and its params
+(`data.params`), and the VAE and T5 of the `model:` section. WebDataset clips start at random
+in the official stream: the cache keeps --windows starts per clip (drawn once; default 1) and
+training picks one of them per visit. Interrupt it any time; a rerun resumes where it
+stopped. Entries are keyed by file (or shard) content, caption, preprocessing params and model
+weights, so a change to any of them is simply a cache miss (rebuild to fill it; --prune
+deletes entries nothing uses any more).
 
 Then train with, in the configs:
     data.params.latent_cache: cache/disney     # items carry latents instead of pixels
@@ -33,7 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from cogvideox_sat.config import load_configs  # noqa: E402
-from cogvideox_sat.data import CacheEncoders, LatentCache, SFTDataset, build_latent_cache, model_fingerprint  # noqa: E402
+from cogvideox_sat.data import (  # noqa: E402
+    CacheEncoders,
+    LatentCache,
+    SFTDataset,
+    VideoDataset,
+    build_latent_cache,
+    build_shard_latent_cache,
+    model_fingerprint,
+)
 from cogvideox_sat.data.hashing import HashMemo  # noqa: E402
 from cogvideox_sat.data.latent_cache import HASHES  # noqa: E402
 from cogvideox_sat.registry import instantiate_from_config, resolve_target  # noqa: E402
@@ -45,13 +56,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", nargs="+", required=True, help="model and run configs, as for training")
     parser.add_argument("--cache-dir", help="cache folder (default: data.params.latent_cache)")
-    parser.add_argument("--data", nargs="+", help="dataset folder(s) (default: args.train_data)")
+    parser.add_argument("--data", nargs="+", help="dataset folder(s) or shard path(s) (default: args.train_data)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=sorted(_DTYPES), help="model precision (default: the config's, as training)")
     parser.add_argument("--store-dtype", choices=sorted(_DTYPES), default="fp32", help="dtype of stored tensors (bf16 halves the disk)")
     parser.add_argument("--num-workers", type=int, default=4, help="decoding workers")
     parser.add_argument("--seed", type=int, help="seed for models built without weights (default: args.seed)")
     parser.add_argument("--prune", action="store_true", help="delete entries the given data no longer uses")
+    parser.add_argument("--windows", type=int, default=1, help="WebDataset shards: clip windows cached per video (training picks one per visit)")
     parser.add_argument("--no-first-frame", action="store_true", help="do not keep first frames (text-to-video only)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
@@ -109,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_configs(args.base)
     model_cfg, data_cfg, run_args = cfg.section("model"), cfg.section("data"), cfg.section("args")
     # 1. Data: the training dataset's params, decoding pixels
-    if not data_cfg or resolve_target(data_cfg["target"]) is not SFTDataset:
-        print(f"error: the latent cache needs data.target SFTDataset, got {data_cfg.get('target')!r}", file=sys.stderr)
+    target = resolve_target(data_cfg["target"]) if data_cfg and data_cfg.get("target") else None
+    if target not in (SFTDataset, VideoDataset):
+        print(f"error: the latent cache needs data.target SFTDataset or VideoDataset, got {data_cfg.get('target')!r}", file=sys.stderr)
+        return 2
+    if args.windows < 1 or (args.windows != 1 and target is SFTDataset):
+        print("error: --windows is for WebDataset shards (VideoDataset, random clip starts), >= 1; SFTDataset's frames are fixed", file=sys.stderr)
         return 2
     params = dict(data_cfg.get("params") or {})
     cache_dir = args.cache_dir or params.pop("latent_cache", None)
@@ -132,16 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     # 3. Build per folder (content-addressed: folders share one cache), prune at the end
     keys: list[str] = []
     for folder in folders:
-        dataset = SFTDataset(data_dir=folder, **params)
-        report = build_latent_cache(
-            dataset,
-            cache_dir,
-            encoders,
+        options = dict(
             num_workers=args.num_workers,
             store_dtype=_DTYPES[args.store_dtype],
             first_frame=not args.no_first_frame,
             progress=not args.no_progress,
         )
+        if target is SFTDataset:
+            report = build_latent_cache(SFTDataset(data_dir=folder, **params), cache_dir, encoders, **options)
+        else:  # one process reads every shard (rank 0 of 1), without the training start-up check
+            dataset = VideoDataset(folder, **{**params, "rank": 0, "world_size": 1, "check_on_start": False})
+            report = build_shard_latent_cache(dataset, cache_dir, encoders, windows=args.windows, **options)
         keys += report.keys
         print(f"{folder}: {report}")
     if args.prune:

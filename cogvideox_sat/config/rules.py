@@ -308,10 +308,29 @@ def data_paths(ctx: RunContext) -> Iterator[Problem]:
             yield _p(ctx, "data", "no data section", "add data: {target: data_video.SFTDataset, params: {...}} (see configs/sft.yaml)")
         for key in ("train_data", "valid_data"):
             for path in getattr(ctx.args, key) or []:
-                if not os.path.exists(path):
-                    yield _p(ctx, f"args.{key}", f"'{path}' does not exist", "give an existing dataset folder or shard path")
+                problem = _missing_data(str(path))
+                if problem:
+                    yield _p(ctx, f"args.{key}", problem, "give an existing dataset folder or shard path")
     elif ctx.args.input_type == "txt" and not os.path.isfile(ctx.args.input_file):
         yield _p(ctx, "args.input_file", f"prompt file '{ctx.args.input_file}' does not exist", "create it (one prompt per line) or set args.input_type: cli to read stdin")
+
+
+def _missing_data(path: str) -> str | None:
+    """What is missing of a data path: a folder or file, or WebDataset shard syntax (brace
+    patterns, comma lists, a leading ';' for include_dirs), which must name only existing shards."""
+    if os.path.exists(path):
+        return None
+    if not any(c in path for c in "{,;"):
+        return f"'{path}' does not exist"
+    from cogvideox_sat.data.shards import expand_shards
+
+    shards = expand_shards(path)
+    missing = [s for s in shards if not os.path.exists(s)]
+    if not shards:
+        return f"'{path}' names no shard"
+    if missing:
+        return f"'{path}' names {len(shards)} shard(s), {len(missing)} missing (first: '{missing[0]}')"
+    return None
 
 
 # ---- network internals -------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 `SFTDataset` and `VideoDataset` are the official `data_video.*` targets. Items are dicts with
 `mp4` float (T, C, H, W) in [-1, 1], `txt`, `num_frames`, `fps` (plus `image` for I2V, or
-`latent` / `txt_emb` instead of `mp4` when reading a latent cache). `skip_counts()` reports
+a VAE latent as `mp4` plus `txt_emb` (and `first_frame`) when reading a latent cache). `skip_counts()` reports
 the samples skipped so far, per reason, for the training log.
 """
 
@@ -11,6 +11,7 @@ from cogvideox_sat.data.cache_builder import BuildReport, build_latent_cache
 from cogvideox_sat.data.encoders import CacheEncoders, check_cache_matches_model, model_fingerprint
 from cogvideox_sat.data.latent_cache import LatentCache, StaleCacheError
 from cogvideox_sat.data.sft_dataset import SFTDataset
+from cogvideox_sat.data.shard_cache import build_shard_latent_cache
 from cogvideox_sat.data.skips import REASONS, BadSample, NoUsableSamples, format_counts, skip_counts
 from cogvideox_sat.data.webdataset import VideoDataset
 
@@ -25,6 +26,7 @@ __all__ = [
     "LatentCache",
     "CacheEncoders",
     "build_latent_cache",
+    "build_shard_latent_cache",
     "BuildReport",
     "check_cache_matches_model",
     "model_fingerprint",

@@ -100,14 +100,14 @@ def build_latent_cache(
             todo.append((i, key))
     cache.hashes.save()
     # 2. Decode in workers, encode here, write atomically
-    loader = DataLoader(_Pixels(dataset, todo), batch_size=None, num_workers=num_workers, collate_fn=_identity)
+    loader = DataLoader(_Pixels(dataset, todo), batch_size=None, num_workers=num_workers, collate_fn=keep_as_is)
     bar = tqdm(total=len(dataset), initial=report.total - len(todo), desc="encoding", disable=not progress, unit="clip")
     for n, (i, key, item) in enumerate(loader):
         if isinstance(item, BadSample):
             report_skip(dataset.skips, item)
             report.skipped[item.reason] = report.skipped.get(item.reason, 0) + 1
         else:
-            cache.save(key, _encode(item, encoders, store_dtype, first_frame), _metadata(item, dataset.source(i)))
+            cache.save(key, encode_entry(item, encoders, store_dtype, first_frame), entry_metadata(item, dataset.source(i)))
             report.written += 1
         bar.set_postfix(written=report.written, skipped=sum(report.skipped.values()), refresh=False)
         bar.update(1)
@@ -122,12 +122,12 @@ def build_latent_cache(
     return report
 
 
-def _identity(x: Any) -> Any:
+def keep_as_is(x: Any) -> Any:
     return x
 
 
 @torch.no_grad()
-def _encode(
+def encode_entry(
     item: dict[str, Any], encoders: CacheEncoders, store_dtype: torch.dtype | None, first_frame: bool
 ) -> dict[str, torch.Tensor]:
     latent = encoders.encode_video(item["mp4"][None])[0]
@@ -148,5 +148,5 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return (x * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-def _metadata(item: dict[str, Any], source: str) -> dict[str, str]:
+def entry_metadata(item: dict[str, Any], source: str) -> dict[str, str]:
     return {"caption": item["txt"], "num_frames": str(int(item["num_frames"])), "source": source}

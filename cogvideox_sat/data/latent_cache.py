@@ -4,6 +4,8 @@ Layout of a cache folder:
     manifest.json                  format, encoder fingerprint, latent kind
     hashes.json                    content digests of the source files (see hashing.HashMemo)
     entries/<ab>/<key>.safetensors one file per sample: tensors + string metadata
+    indexes/<key>.json             WebDataset caches: the sample keys of one shard, in shard order
+                                   (see shard_cache.py), so training never opens the tar files
 
 Entry tensors (format 2):
     latent       unscaled VAE latent (C', T', H', W'), or the posterior moments (2C', ...)
@@ -139,6 +141,26 @@ class LatentCache:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         os.replace(tmp, path)
+        return path
+
+    def index_path(self, index_key: str) -> Path:
+        return self.root / "indexes" / f"{digest_of({'index': index_key, 'encoder': self.fingerprint})}.json"
+
+    def has_index(self, index_key: str) -> bool:
+        return self.index_path(index_key).is_file()
+
+    def load_index(self, index_key: str) -> dict | None:
+        """A shard index written by `save_index`, or None when absent or unreadable."""
+        try:
+            return json.loads(self.index_path(index_key).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save_index(self, index_key: str, index: dict) -> Path:
+        """Write a shard index atomically."""
+        path = self.index_path(index_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(path, json.dumps(index))
         return path
 
     def prune(self, keep: Iterable[str]) -> int:

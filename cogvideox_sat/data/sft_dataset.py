@@ -41,6 +41,7 @@ from cogvideox_sat.data import sampling
 from cogvideox_sat.data.buckets import choose_bucket, parse_buckets
 from cogvideox_sat.data.clip import FPS_SAMPLING, ClipSpec, bucket_rule, load_clip, probe, sft_rule
 from cogvideox_sat.data.hashing import HashMemo, digest_of
+from cogvideox_sat.data.cached_items import cached_item
 from cogvideox_sat.data.latent_cache import LatentCache
 from cogvideox_sat.data.layouts import FolderIndex, index_folder, read_caption
 from cogvideox_sat.data.skips import BadSample, NoUsableSamples, SkipCounter, format_counts, report_skip
@@ -232,16 +233,8 @@ class SFTDataset(Dataset):
         if entry is None:
             raise BadSample("not_cached", self.source(i), "run tools/build_latent_cache.py")
         tensors, meta = entry
-        item: dict[str, Any] = {
-            "mp4": self._latent(tensors["latent"]),
-            "txt": meta.get("caption", ""),
-            "txt_emb": tensors["txt_emb"],
-            "num_frames": int(meta["num_frames"]),
-            "fps": self.fps,
-        }
+        item = cached_item(self.latent_cache, tensors, meta, self.fps)
         frame0 = tensors.get("first_frame") if self.latent_cache.has_first_frames else None
-        if frame0 is not None:
-            item["first_frame"] = to_unit_range(frame0)
         if self.with_image or self._index.images is not None:
             item["image"] = to_unit_range(self._cached_image(tensors, frame0, i))
         return item
@@ -255,14 +248,6 @@ class SFTDataset(Dataset):
         if frame0 is not None:
             return frame0.permute(1, 0, 2, 3)
         raise BadSample("not_cached", self.source(i), "the cache entry has no first frame; rebuild it without --no-first-frame")
-
-    def _latent(self, stored: torch.Tensor) -> torch.Tensor:
-        """The clip's VAE latent (C', T', H', W'): as stored, or drawn from stored moments."""
-        if self.latent_cache.latent_kind == "latent":
-            return stored
-        # as the official sampling regularizer: mean + exp(logvar / 2) * noise, logvar clamped
-        mean, logvar = stored.float().chunk(2, dim=0)
-        return mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * torch.randn_like(mean)
 
     def _first_image(self, i: int, first_frame: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
         """uint8 (1, C, H, W): the image of images.txt (resized like the video), else the first frame."""

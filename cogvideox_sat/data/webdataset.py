@@ -15,6 +15,13 @@ clips without duration/fps metadata are probed instead of dropped; bad samples a
 shards are skipped with a warning and counted (`skip_counts()`), not printed; `txt_key`
 is honoured (the official class ignored it); Python 3.12 safe (the official
 `random.randint(3.0, ...)` raises there). Local shard files only (no pipe:/s3 URLs).
+
+With `latent_cache` (built by tools/build_latent_cache.py, see shard_cache.py) items carry VAE
+latents and T5 embeddings as SFTDataset's cached items do, and no tar file is opened: each
+shard's sample list comes from its index in the cache. The stream is the same (shards split
+over ranks and workers, epochs in a new order, the shuffle buffer); a cached clip has the
+windows the build chose (`--windows`, each start drawn once), and each visit picks one of them
+at random instead of a fresh start. Shards missing from the cache are skipped ("not_cached").
 """
 
 from __future__ import annotations
@@ -22,24 +29,30 @@ from __future__ import annotations
 import json
 import random
 import sys
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from cogvideox_sat.data import sampling
 from cogvideox_sat.data.buckets import choose_bucket, parse_buckets
+from cogvideox_sat.data.cached_items import cached_item
 from cogvideox_sat.data.clip import ClipSpec, IndexRule, bucket_rule, load_clip, probe, webdataset_rule
+from cogvideox_sat.data.latent_cache import LatentCache
+from cogvideox_sat.data.shard_keys import CachedSample, shard_index_key
 from cogvideox_sat.data.shards import RawSample, assign_shards, expand_shards, iter_shard
 from cogvideox_sat.data.skips import BadSample, NoUsableSamples, SkipCounter, format_counts, report_skip
 from cogvideox_sat.data.transforms import RESIZE_MODES, to_unit_range
 
 VIDEO_EXTS = ("mp4", "avi", "mov", "mkv", "webm")
+PIXEL_PIPELINE_VERSION = 1  # bump when decoding/sampling/resizing changes the pixels (invalidates caches)
 
 
 class VideoDataset(IterableDataset):
     """Clips streamed from tar shards, split over data-parallel ranks and loader workers."""
+
+    path_params: ClassVar[tuple[str, ...]] = ("latent_cache",)
 
     def __init__(
         self,
@@ -63,6 +76,7 @@ class VideoDataset(IterableDataset):
         max_frame_side: int = 8192,
         decode_timeout_s: float = 20.0,
         check_on_start: bool = True,
+        latent_cache: str | None = None,
     ) -> None:
         super().__init__()
         self.shards = expand_shards(path, include_dirs)
@@ -85,6 +99,8 @@ class VideoDataset(IterableDataset):
         self.decode_timeout_s = decode_timeout_s
         self.rank, self.world_size = _data_parallel_position(rank, world_size)
         self.skips = SkipCounter()
+        self.latent_cache = LatentCache(latent_cache) if latent_cache else None
+        self._index_keys = self._cached_shards() if self.latent_cache is not None else []
         if check_on_start:
             self._require_usable()
 
@@ -96,6 +112,19 @@ class VideoDataset(IterableDataset):
     def skip_counts(self) -> dict[str, int]:
         return self.skips.counts()
 
+    def pixel_params(self) -> dict[str, Any]:
+        """The preprocessing a cached latent depends on (part of every cache key)."""
+        return {
+            "size": list(self.image_size),
+            "fps": self.fps,
+            "num_frames": self.num_frames,
+            "skip_frms_num": float(self.skip_frms_num),
+            "buckets": [list(b) for b in self.buckets] if self.buckets else None,
+            "resize": self.resize,
+            "txt_key": self.txt_key,
+            "version": PIXEL_PIPELINE_VERSION,
+        }
+
     # ------------------------------------------------------------------ stream
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -104,14 +133,18 @@ class VideoDataset(IterableDataset):
         slot, num_slots = self.rank * num_workers + worker, self.world_size * num_workers
         # the same on model-parallel peers (same data-parallel rank), different per slot
         rng = random.Random(f"{self.seed}/{slot}/{num_slots}")
-        raw = _shuffled(self._raw_samples(slot, num_slots), self.shuffle_buffer, rng)
+        if self.latent_cache is None:
+            read, load = self._read_shard, self.process
+        else:
+            read, load = self._read_index, self.load_cached
+        raw = _shuffled(self._raw_samples(slot, num_slots, read), self.shuffle_buffer, rng)
         for sample in raw:
             try:
-                yield self.process(sample, rng)
+                yield load(sample, rng)
             except BadSample as bad:
                 report_skip(self.skips, bad)
 
-    def _raw_samples(self, slot: int, num_slots: int) -> Iterator[RawSample]:
+    def _raw_samples(self, slot: int, num_slots: int, read: Callable[[int], Iterator[Any]]) -> Iterator[Any]:
         shards_read, epoch = 0, 0
         while shards_read < self.nshards:
             order = list(range(len(self.shards)))
@@ -121,9 +154,8 @@ class VideoDataset(IterableDataset):
                 if shards_read >= self.nshards:
                     return
                 shards_read += 1
-                shard = self.shards[order[pos]]
                 try:
-                    for n, sample in enumerate(iter_shard(shard, self.max_file_bytes, self.meta_names)):
+                    for n, sample in enumerate(read(order[pos])):
                         if n % every == offset:
                             produced += 1
                             yield sample
@@ -135,6 +167,57 @@ class VideoDataset(IterableDataset):
                     f"skipped so far: {format_counts(self.skips.counts())})"
                 )
             epoch += 1
+
+    def _read_shard(self, shard: int) -> Iterator[RawSample]:
+        return iter_shard(self.shards[shard], self.max_file_bytes, self.meta_names)
+
+    # ------------------------------------------------------------------ latent cache
+
+    def _cached_shards(self) -> list[str | None]:
+        """Each shard's index key in the cache (None: not cached, counted as a skip)."""
+        params, keys = self.pixel_params(), []
+        for shard in self.shards:
+            try:
+                key = shard_index_key(self.latent_cache.hashes.digest(shard), params)
+            except OSError as err:
+                report_skip(self.skips, BadSample("missing", shard, str(err)))
+                key = None
+            if key is not None and not self.latent_cache.has_index(key):
+                report_skip(self.skips, BadSample("not_cached", shard, "run tools/build_latent_cache.py"))
+                key = None
+            keys.append(key)
+        if not any(keys):
+            raise NoUsableSamples(
+                f"none of the {len(self.shards)} shard(s) ({self.shards[0]}, ...) is in latent cache "
+                f"'{self.latent_cache.root}' for these data params: build it with "
+                f"`python tools/build_latent_cache.py --base <the training configs> --cache-dir {self.latent_cache.root}`"
+            )
+        return keys
+
+    def _read_index(self, shard: int) -> Iterator[CachedSample]:
+        key = self._index_keys[shard]
+        index = self.latent_cache.load_index(key) if key is not None else None
+        if index is None:
+            if key is None:
+                return iter(())  # reported once, when the dataset was made
+            raise BadSample("not_cached", self.shards[shard], "its cache index is unreadable: rebuild with tools/build_latent_cache.py")
+        return (CachedSample(s["name"], tuple(s["keys"])) for s in index["samples"])
+
+    def load_cached(self, sample: CachedSample, rng: random.Random) -> dict[str, Any]:
+        """The cached item of one of the sample's windows, picked at random."""
+        entry = self.latent_cache.load(sample.keys[rng.randrange(len(sample.keys))])
+        if entry is None:
+            raise BadSample("not_cached", sample.name, "run tools/build_latent_cache.py")
+        return cached_item(self.latent_cache, *entry, self.fps)
+
+    def caches_first_frames(self) -> bool:
+        """Whether cached items carry `first_frame`, judged by the first cached entry (file headers only)."""
+        if self.latent_cache is None or not self.latent_cache.has_first_frames:
+            return False
+        for shard in range(len(self.shards)):
+            for sample in self._read_index(shard) if self._index_keys[shard] else ():
+                return self.latent_cache.contains(sample.keys[0], ("first_frame",))
+        return False
 
     # ------------------------------------------------------------------ one sample
 
@@ -188,11 +271,12 @@ class VideoDataset(IterableDataset):
     def _require_usable(self) -> None:
         """Read until one sample works (usually the first); NoUsableSamples if none does."""
         rng = random.Random(self.seed)
-        for shard in self.shards:
+        read, load = (self._read_shard, self.process) if self.latent_cache is None else (self._read_index, self.load_cached)
+        for shard in range(len(self.shards)):
             try:
-                for sample in iter_shard(shard, self.max_file_bytes, self.meta_names):
+                for sample in read(shard):
                     try:
-                        self.process(sample, rng)
+                        load(sample, rng)
                         return
                     except BadSample as bad:
                         report_skip(self.skips, bad)

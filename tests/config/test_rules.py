@@ -183,6 +183,16 @@ def test_missing_paths_are_named(tmp_path: Path) -> None:
     assert any("no_vae.pt' does not exist" in m for m in messages(run, "model.first_stage_config.params.ckpt_path"))
 
 
+def test_shard_patterns_are_expanded_before_checking(tmp_path: Path) -> None:
+    for i in range(2):
+        (tmp_path / f"shard-{i:03d}.tar").write_bytes(b"")
+    run = run_with(tmp_path, {"args": {"train_data": [str(tmp_path / "shard-{000..001}.tar")]}})
+    assert not messages(run, "args.train_data")
+    run = run_with(tmp_path, {"args": {"train_data": [str(tmp_path / "shard-{000..002}.tar")]}})
+    (msg,) = messages(run, "args.train_data")
+    assert "3 shard(s), 1 missing" in msg and "shard-002.tar" in msg
+
+
 def test_t5_dir_must_exist(tmp_path: Path) -> None:
     block = {"target": "cogvideox_sat.conditioner.FrozenT5Embedder", "params": {"model_dir": str(tmp_path / "t5-missing")}}
     run = run_with(tmp_path, {"model": {"conditioner_config": {"params": {"emb_models": [block]}}}})

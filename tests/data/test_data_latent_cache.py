@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 
 import pytest
 import torch
-import torch.nn.functional as F
+from datatest_helpers import TinyEncoders
 
 from cogvideox_sat.data import (
-    CacheEncoders,
     LatentCache,
     NoUsableSamples,
     SFTDataset,
@@ -23,35 +21,6 @@ from cogvideox_sat.data import (
 from cogvideox_sat.demo.clips import make_clip
 
 PARAMS = {"video_size": [16, 24], "fps": 8, "max_num_frames": 9, "skip_frms_num": 0.0, "layout": "official"}
-
-
-class TinyEncoders:
-    """Deterministic stand-ins: 'VAE' = temporal stride 4 + 8x8 average pool, 'T5' = byte codes."""
-
-    def __init__(self, fingerprint: str = "tiny-v1", fail_after: int | None = None, kind: str = "latent") -> None:
-        self.video_calls = 0
-        self.fail_after = fail_after
-        self.kind = kind
-        self.fingerprint = fingerprint
-
-    def video(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C, H, W) -> (B, C', T', H', W')
-        if self.fail_after is not None and self.video_calls >= self.fail_after:
-            raise KeyboardInterrupt("simulated interruption")
-        self.video_calls += 1
-        x = x.permute(0, 2, 1, 3, 4)[:, :, ::4]
-        b, c, t, h, w = x.shape
-        z = F.avg_pool2d(x.reshape(b, c * t, h, w), 8).reshape(b, c, t, h // 8, w // 8)
-        if self.kind == "moments":
-            return torch.cat([z, torch.full_like(z, -2.0)], dim=1)  # mean, logvar
-        return z
-
-    @staticmethod
-    def text(captions: list[str]) -> torch.Tensor:
-        codes = [list(hashlib.sha256(c.encode()).digest()[:8]) for c in captions]
-        return torch.tensor(codes, dtype=torch.float32)[:, :, None].expand(-1, -1, 4) / 255
-
-    def encoders(self) -> CacheEncoders:
-        return CacheEncoders(self.video, self.text, self.fingerprint, self.kind)
 
 
 def build(folder, cache_dir, tiny, **params):
