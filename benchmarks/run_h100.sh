@@ -21,7 +21,9 @@ case "$section" in
     run python3 benchmarks/dit_step.py configs/cogvideox_2b_lora.yaml --lora-rank 128 --checkpoint none full selective --check-attention
     run python3 benchmarks/dit_step.py configs/cogvideox_5b_lora.yaml --lora-rank 128 --checkpoint full selective
     run python3 benchmarks/dit_step.py configs/cogvideox_2b.yaml --full --checkpoint full selective
-    run python3 benchmarks/dit_step.py configs/cogvideox_5b.yaml --full --checkpoint full selective ;;
+    run python3 benchmarks/dit_step.py configs/cogvideox_5b.yaml --full --checkpoint full selective
+    run python3 benchmarks/dit_step.py configs/cogvideox1.5_5b_lora.yaml --lora-rank 128 --frames 81 --height 768 --width 1360 \
+      --checkpoint full selective selective+compile --steps 3 ;;
   vae) run python3 benchmarks/vae.py --cases ${VAE_CASES:-49x480x720 81x768x1360} --repeat ${VAE_REPEAT:-3} ;;
   train)
     # latent cache (built first) vs the transformer alone, then pixels (VAE + T5 every step)
