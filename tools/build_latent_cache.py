@@ -12,6 +12,10 @@ stopped. Entries are keyed by file (or shard) content, caption, preprocessing pa
 weights, so a change to any of them is simply a cache miss (rebuild to fill it; --prune
 deletes entries nothing uses any more).
 
+Split over several GPUs (one process each; samples or shards are dealt out by rank, and every
+process writes its own entries, so nothing is shared but the folder):
+    torchrun --nproc_per_node 8 tools/build_latent_cache.py --base ... --cache-dir cache/disney
+
 Then train with, in the configs:
     data.params.latent_cache: cache/disney     # items carry latents instead of pixels
     model.latent_input: true                   # the engine skips the VAE (official option)
@@ -27,6 +31,7 @@ for text-to-video-only caches; an I2V run then asks for a rebuild.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,7 +51,7 @@ from cogvideox_sat.data import (  # noqa: E402
     model_fingerprint,
 )
 from cogvideox_sat.data.hashing import HashMemo  # noqa: E402
-from cogvideox_sat.data.latent_cache import HASHES  # noqa: E402
+from cogvideox_sat.data.latent_cache import memo_name  # noqa: E402
 from cogvideox_sat.registry import instantiate_from_config, resolve_target  # noqa: E402
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -57,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--base", nargs="+", required=True, help="model and run configs, as for training")
     parser.add_argument("--cache-dir", help="cache folder (default: data.params.latent_cache)")
     parser.add_argument("--data", nargs="+", help="dataset folder(s) or shard path(s) (default: args.train_data)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", help="default: the GPU of this process (cuda:LOCAL_RANK under torchrun), else the CPU")
     parser.add_argument("--precision", choices=sorted(_DTYPES), help="model precision (default: the config's, as training)")
     parser.add_argument("--store-dtype", choices=sorted(_DTYPES), default="fp32", help="dtype of stored tensors (bf16 halves the disk)")
     parser.add_argument("--num-workers", type=int, default=4, help="decoding workers")
@@ -116,8 +121,21 @@ def real_encoders(model_cfg: dict, device: str, dtype: torch.dtype, hashes: Hash
     )
 
 
+def process_part() -> tuple[int, int, int]:
+    """(rank, world size, local rank) of this process under torchrun / a launcher; (0, 1, 0) alone."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    rank, world, local_rank = process_part()
+    if args.device is None:
+        args.device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    if args.device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(args.device))  # anything a model allocates lands on this process's GPU
+    if args.prune and world > 1:
+        print("error: --prune needs one process (run it once after the split build)", file=sys.stderr)
+        return 2
     cfg = load_configs(args.base)
     model_cfg, data_cfg, run_args = cfg.section("model"), cfg.section("data"), cfg.section("args")
     # 1. Data: the training dataset's params, decoding pixels
@@ -141,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2. Models (a VAE without weights is random: seeded, so a resumed build gets the same one)
     seed = args.seed if args.seed is not None else int(run_args.get("seed", 1234))
     torch.manual_seed(seed)
-    hashes = HashMemo(Path(cache_dir) / HASHES)
+    hashes = HashMemo(Path(cache_dir) / memo_name(rank))
     dtype = _DTYPES[args.precision or config_precision(cfg)]
     encoders = real_encoders(model_cfg, args.device, dtype, hashes)
     hashes.save()
@@ -152,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             num_workers=args.num_workers,
             store_dtype=_DTYPES[args.store_dtype],
             first_frame=not args.no_first_frame,
-            progress=not args.no_progress,
+            progress=not args.no_progress and rank == 0,
+            part=(rank, world),
         )
         if target is SFTDataset:
             report = build_latent_cache(SFTDataset(data_dir=folder, **params), cache_dir, encoders, **options)
@@ -160,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset = VideoDataset(folder, **{**params, "rank": 0, "world_size": 1, "check_on_start": False})
             report = build_shard_latent_cache(dataset, cache_dir, encoders, windows=args.windows, **options)
         keys += report.keys
-        print(f"{folder}: {report}")
+        print(f"{folder}: {report}" + (f" (process {rank} of {world})" if world > 1 else ""))
     if args.prune:
         print(f"pruned {LatentCache(cache_dir).prune(keys)} stale entries")
     print(f"cache ready: {cache_dir} (set data.params.latent_cache: {cache_dir} and model.latent_input: true)")

@@ -66,8 +66,13 @@ def build_latent_cache(
     first_frame: bool = True,
     prune: bool = False,
     progress: bool = True,
+    part: tuple[int, int] = (0, 1),
 ) -> BuildReport:
     """Encode every sample of `dataset` (a pixel-mode SFTDataset) not yet in `cache_dir`.
+
+    part: (rank, world size) of a build split over several processes (e.g. one per GPU under
+    torchrun): this one takes samples rank, rank + world, ... (entries are separate files, each
+    process keeps its own digest memo); report counts are of those samples.
 
     first_frame: also store each clip's frame 0 (uint8), which image-to-video training noises
     and encodes at every step. On by default although text-to-video never reads it: it adds
@@ -80,12 +85,16 @@ def build_latent_cache(
 
     if dataset.latent_cache is not None:
         raise ValueError("build the cache from a dataset without latent_cache (it must decode pixels)")
-    cache = LatentCache.create(cache_dir, encoders.fingerprint, encoders.latent_kind, encoders.description)
+    rank, world = part
+    if prune and world > 1:
+        raise ValueError("prune in one process after the build: one part does not know the other parts' entries")
+    cache = LatentCache.create(cache_dir, encoders.fingerprint, encoders.latent_kind, encoders.description, rank=rank)
     needed = ("first_frame",) if first_frame else ()
-    report = BuildReport(total=len(dataset))
+    mine = range(rank, len(dataset), world)
+    report = BuildReport(total=len(mine))
     # 1. Keys of every sample (reads each file once; digests are remembered in the cache)
     todo, keys = [], report.keys
-    for i in tqdm(range(len(dataset)), desc="hashing", disable=not progress, unit="file"):
+    for i in tqdm(mine, desc="hashing", disable=not progress, unit="file"):
         try:
             key = dataset.sample_key(i, cache.hashes)
         except (BadSample, OSError) as err:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +34,18 @@ def digest_of(value: Any) -> str:
 
 
 class HashMemo:
-    """Digests by path, trusted while (size, mtime_ns) match; optionally saved to `path`."""
+    """Digests by path, trusted while (size, mtime_ns) match; optionally saved to `path`.
 
-    def __init__(self, path: str | os.PathLike | None = None) -> None:
+    `also`: other memo files read too (not written), e.g. those of the other processes of a
+    build split over several processes, each of which saves only its own file.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, also: Iterable[str | os.PathLike] = ()) -> None:
         self.path = Path(path) if path is not None else None
         self._memo: dict[str, list] = {}
         self._dirty = False
-        if self.path is not None and self.path.is_file():
-            try:
-                self._memo = json.loads(self.path.read_text())
-            except (OSError, ValueError):
-                self._memo = {}  # a damaged memo only costs re-hashing
+        for memo in [*also, *([self.path] if self.path is not None else [])]:  # own file last: it wins
+            self._memo.update(_read_memo(Path(memo)))
 
     def digest(self, path: str | os.PathLike) -> str:
         key = os.path.abspath(path)
@@ -65,3 +67,10 @@ class HashMemo:
         tmp.write_text(json.dumps(self._memo))
         os.replace(tmp, self.path)
         self._dirty = False
+
+
+def _read_memo(path: Path) -> dict[str, list]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}  # a damaged memo only costs re-hashing

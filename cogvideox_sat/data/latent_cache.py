@@ -2,7 +2,8 @@
 
 Layout of a cache folder:
     manifest.json                  format, encoder fingerprint, latent kind
-    hashes.json                    content digests of the source files (see hashing.HashMemo)
+    hashes.json                    content digests of the source files (see hashing.HashMemo);
+                                   hashes.rank<N>.json from process N of a build over several
     entries/<ab>/<key>.safetensors one file per sample: tensors + string metadata
     indexes/<key>.json             WebDataset caches: the sample keys of one shard, in shard order
                                    (see shard_cache.py), so training never opens the tar files
@@ -43,6 +44,11 @@ MANIFEST = "manifest.json"
 HASHES = "hashes.json"
 
 
+def memo_name(rank: int) -> str:
+    """The digest memo a build process writes (every process reads all of them)."""
+    return HASHES if rank == 0 else f"hashes.rank{rank}.json"
+
+
 class StaleCacheError(RuntimeError):
     """The cache was built with other model weights than the ones training uses."""
 
@@ -50,7 +56,8 @@ class StaleCacheError(RuntimeError):
 class LatentCache:
     """Read and write the entries of one cache folder."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, rank: int = 0) -> None:
+        """`rank`: the process of a build split over several (it saves digests to its own memo)."""
         self.root = Path(root)
         manifest = self.root / MANIFEST
         if not manifest.is_file():
@@ -68,20 +75,22 @@ class LatentCache:
         self.fingerprint: str = info["fingerprint"]
         self.latent_kind: str = info.get("latent_kind", "sample")
         self.description: dict = info.get("description", {})
-        self.hashes = HashMemo(self.root / HASHES)
+        others = [p for p in sorted(self.root.glob("hashes*.json")) if p.name != memo_name(rank)]
+        self.hashes = HashMemo(self.root / memo_name(rank), also=others)
 
     @classmethod
     def create(
-        cls, root: str | os.PathLike, fingerprint: str, latent_kind: str = "sample", description: dict | None = None
+        cls, root: str | os.PathLike, fingerprint: str, latent_kind: str = "sample", description: dict | None = None, rank: int = 0
     ) -> LatentCache:
-        """Open `root` for building with this fingerprint (a new one supersedes the old entries)."""
+        """Open `root` for building with this fingerprint (a new one supersedes the old entries);
+        `rank`: this process's number in a build split over several."""
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         info = {"format": FORMAT, "fingerprint": fingerprint, "latent_kind": latent_kind, "description": description or {}}
         manifest = root / MANIFEST
         if not manifest.is_file() or json.loads(manifest.read_text()) != info:
             _atomic_write_text(manifest, json.dumps(info, indent=2, sort_keys=True))
-        return cls(root)
+        return cls(root, rank)
 
     def check_fingerprint(self, expected: str) -> None:
         """Raise StaleCacheError unless the cache was built for the weights fingerprinted `expected`."""

@@ -94,11 +94,13 @@ def build_shard_latent_cache(
     first_frame: bool = True,
     prune: bool = False,
     progress: bool = True,
+    part: tuple[int, int] = (0, 1),
 ) -> BuildReport:
     """Encode `windows` clip windows of every sample in `dataset`'s shards not yet in `cache_dir`.
 
     `dataset` is a pixel-mode VideoDataset (its params are the training's `data.params`);
-    report counts are of (sample, window) entries. first_frame as in `build_latent_cache`.
+    report counts are of (sample, window) entries. first_frame and part (rank, world size: this
+    process takes shards rank, rank + world, ...) as in `build_latent_cache`.
     """
     from tqdm import tqdm
 
@@ -106,13 +108,17 @@ def build_shard_latent_cache(
         raise ValueError("build the cache from a dataset without latent_cache (it must decode pixels)")
     if windows < 1:
         raise ValueError(f"windows must be >= 1, got {windows}")
-    cache = LatentCache.create(cache_dir, encoders.fingerprint, encoders.latent_kind, encoders.description)
+    rank, world = part
+    if prune and world > 1:
+        raise ValueError("prune in one process after the build: one part does not know the other parts' entries")
+    cache = LatentCache.create(cache_dir, encoders.fingerprint, encoders.latent_kind, encoders.description, rank=rank)
     needed = ("first_frame",) if first_frame else ()
     params = dataset.pixel_params()
     report = BuildReport()
     # 1. Shards already complete (index with these windows, every entry present) are not read
     todo: list[_Shard] = []
-    for path in tqdm(dataset.shards, desc="hashing", disable=not progress, unit="shard"):
+    shards = list(dict.fromkeys(dataset.shards))  # include_dirs weighting repeats shards: cache each once
+    for path in tqdm(shards[rank::world], desc="hashing", disable=not progress, unit="shard"):
         try:
             digest = cache.hashes.digest(path)
         except OSError as err:

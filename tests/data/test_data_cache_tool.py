@@ -78,3 +78,28 @@ def test_tool_refuses_an_i2v_cache_without_first_frames(demo_assets, capsys):
     assert load_tool().main(argv) == 2
     assert "noised_image_input" in capsys.readouterr().err
     assert not (demo_assets / "cache").exists()
+
+
+def test_tool_split_over_processes_deals_out_samples_and_memos(demo_assets, capsys, monkeypatch):
+    """torchrun's RANK / WORLD_SIZE: each process encodes its share and keeps its own digest memo;
+    a single process then finds everything, and training hashes nothing again."""
+    tool = load_tool()
+    argv = ["--base", *CONFIGS, "--cache-dir", "cache", "--device", "cpu", "--num-workers", "0", "--no-progress"]
+    for rank, written in ((0, 2), (1, 1)):  # 3 clips: samples 0 and 2, then sample 1
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        assert tool.main(argv) == 0
+        assert f"{written} written" in capsys.readouterr().out
+    assert (demo_assets / "cache" / "hashes.rank1.json").is_file()
+    assert tool.main([*argv, "--prune"]) == 2  # one part cannot prune the others' entries
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    assert tool.main(argv) == 0
+    assert "3 already cached, 0 written" in capsys.readouterr().out
+
+    def no_hashing(path):
+        raise AssertionError(f"re-hashed {path}")
+
+    monkeypatch.setattr("cogvideox_sat.data.hashing.file_digest", no_hashing)
+    cached = SFTDataset("demo_assets/data", latent_cache="cache", **PARAMS)
+    assert len([cached[i] for i in range(len(cached))]) == 3

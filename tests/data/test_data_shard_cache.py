@@ -141,6 +141,14 @@ def test_ranks_split_the_cached_shards(tmp_path, clip_bytes):
     assert sorted(seen[0] + seen[1]) == [f"caption s{s}_{j}" for s in range(4) for j in range(2)]
 
 
+def test_build_split_over_processes_covers_every_shard_once(tmp_path, clip_bytes, monkeypatch):
+    path = make_shards(tmp_path / "shards", clip_bytes, n_shards=3)
+    reports = [build_shard_latent_cache(pixels(path), str(tmp_path / "cache"), TinyEncoders().encoders(), progress=False, part=(r, 2)) for r in range(2)]
+    assert [r.written for r in reports] == [4, 2]  # shards 0 and 2, then shard 1
+    monkeypatch.setattr("cogvideox_sat.data.hashing.file_digest", lambda p: (_ for _ in ()).throw(AssertionError("re-hashed")))
+    assert sorted(i["txt"] for i in cached(path, tmp_path / "cache", nshards=3)) == [f"caption s{s}_{j}" for s in range(3) for j in range(2)]
+
+
 def test_tool_builds_a_shard_cache_and_train_video_trains_on_it(tmp_path, monkeypatch, capsys):
     import subprocess
     import sys
