@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     hashes.save()
     # 3. Build per folder (content-addressed: folders share one cache), prune at the end
     keys: list[str] = []
+    indexes: list[str] = []
     for folder in folders:
         options = dict(
             num_workers=args.num_workers,
@@ -179,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             dataset = VideoDataset(folder, **{**params, "rank": 0, "world_size": 1, "check_on_start": False})
             report = build_shard_latent_cache(dataset, cache_dir, encoders, windows=args.windows, **options)
         keys += report.keys
+        indexes += report.indexes
         print(f"{folder}: {report}" + (f" (process {rank} of {world})" if world > 1 else ""))
     if args.prune:
-        print(f"pruned {LatentCache(cache_dir).prune(keys)} stale entries")
+        print(f"pruned {LatentCache(cache_dir).prune(keys, indexes)} stale entries")
     print(f"cache ready: {cache_dir} (set data.params.latent_cache: {cache_dir} and model.latent_input: true)")
     return 0
 

@@ -31,6 +31,7 @@ class BuildReport:
     written: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # per reason
     keys: list[str] = field(default_factory=list, repr=False)  # sample keys of the usable samples
+    indexes: list[str] = field(default_factory=list, repr=False)  # index keys of the shards (WebDataset builds)
 
     def __str__(self) -> str:
         return (

@@ -172,12 +172,15 @@ class LatentCache:
         _atomic_write_text(path, json.dumps(index))
         return path
 
-    def prune(self, keep: Iterable[str]) -> int:
-        """Delete every entry (and leftover temporary file) not among the sample keys `keep`."""
+    def prune(self, keep: Iterable[str], keep_indexes: Iterable[str] = ()) -> int:
+        """Delete every entry (and leftover temporary file) not among the sample keys `keep`, and
+        every shard index not among the index keys `keep_indexes`."""
         wanted = {self.entry_key(k) for k in keep}
+        wanted_indexes = {self.index_path(k).name for k in keep_indexes}
         removed = 0
-        for path in (self.root / "entries").glob("*/*"):
-            if path.name.startswith(".") or path.name.removesuffix(".safetensors") not in wanted:
+        for path in [*(self.root / "entries").glob("*/*"), *(self.root / "indexes").glob("*")]:
+            name = path.name
+            if name.startswith(".") or (name.removesuffix(".safetensors") not in wanted and name not in wanted_indexes):
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed

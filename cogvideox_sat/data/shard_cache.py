@@ -125,6 +125,7 @@ def build_shard_latent_cache(
             _skip(dataset, report, BadSample("missing", path, str(err)))
             continue
         shard = _Shard(path, digest, shard_index_key(digest, params))
+        report.indexes.append(shard.index_key)
         index = cache.load_index(shard.index_key)
         keys = [k for s in index["samples"] for k in s["keys"]] if index is not None else []
         if index is not None and index.get("windows") == windows and all(cache.contains(k, needed) for k in keys):
@@ -155,7 +156,7 @@ def build_shard_latent_cache(
         bar.update(1)
     bar.close()
     if prune:
-        logger.info("pruned %d stale cache entries", cache.prune(report.keys))
+        logger.info("pruned %d stale cache entries and indexes", cache.prune(report.keys, report.indexes))
     return report
 
 

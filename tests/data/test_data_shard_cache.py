@@ -119,6 +119,12 @@ def test_other_preprocessing_is_a_miss_with_the_build_command(tmp_path, clip_byt
     build(path, tmp_path / "cache", TinyEncoders())
     with pytest.raises(NoUsableSamples, match="tools/build_latent_cache.py"):
         cached(path, tmp_path / "cache", num_frames=5)
+    # a build for the new params with prune drops the old entries and indexes
+    report = build_shard_latent_cache(pixels(path, num_frames=5), str(tmp_path / "cache"), TinyEncoders().encoders(), progress=False, prune=True)
+    assert report.written == 4
+    assert len(list((tmp_path / "cache" / "entries").rglob("*.safetensors"))) == 4
+    assert len(list((tmp_path / "cache" / "indexes").glob("*.json"))) == 2
+    assert len(list(cached(path, tmp_path / "cache", num_frames=5))) == 4
 
 
 def test_uncached_shards_are_skipped_and_counted(tmp_path, clip_bytes):
