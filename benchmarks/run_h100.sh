@@ -26,9 +26,10 @@ case "$section" in
       --checkpoint full selective selective+compile --steps 3 ;;
   vae) run python3 benchmarks/vae.py --cases ${VAE_CASES:-49x480x720 81x768x1360} --repeat ${VAE_REPEAT:-3} ;;
   train)
-    # latent cache (built first) vs the transformer alone, then pixels (VAE + T5 every step)
+    # latent cache (built first; CACHE_MODES="cache shard-cache" adds the WebDataset shard cache) vs the
+    # transformer alone, then pixels (VAE + T5 every step)
     run python3 benchmarks/train_run.py --config configs/cogvideox_2b_lora.yaml --steps 12 --frames 49 --size 480 720 \
-      --clips "${CLIPS:-.devdata/clips}" --zero-stage 2 --precision bf16 --data cache --checkpoint-mode selective --compile --dit-only
+      --clips "${CLIPS:-.devdata/clips}" --zero-stage 2 --precision bf16 --data ${CACHE_MODES:-cache} --checkpoint-mode selective --compile --dit-only
     run python3 benchmarks/train_run.py --config configs/cogvideox_2b_lora.yaml --steps 12 --frames 49 --size 480 720 \
       --clips "${CLIPS:-.devdata/clips}" --zero-stage 2 --precision bf16 --data pixels --checkpoint-mode selective --compile ;;
   roofline)

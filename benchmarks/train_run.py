@@ -7,7 +7,9 @@ train_video.py run:
 
 - `pixels`: items are decoded clips; every step encodes them with the VAE and runs T5 (no cache);
 - `cache`: tools/build_latent_cache.py first encodes the clips and captions once, then training
-  reads latents + text embeddings (`data.params.latent_cache`, `model.latent_input: true`).
+  reads latents + text embeddings (`data.params.latent_cache`, `model.latent_input: true`);
+- `shard-cache`: the same clips packed into one WebDataset shard (`data_video.VideoDataset`),
+  cached and trained on the same way (training reads the shard's index, never the tar).
 
 With `--dit-only` the same transformer (config, LoRA, checkpoint mode, compile) is also timed
 alone on random latents of the clip's size (forward + backward, no optimizer, no data), so the
@@ -126,6 +128,36 @@ def overlay(args: argparse.Namespace, work: Path, clips: Path, t5: Path, vae: Pa
     }
 
 
+def pack_shard(clips: Path, shard: Path, frames: int, fps: float = 8.0) -> Path:
+    """The clips of an SFT folder (videos/ + labels/) as one WebDataset tar shard with json metadata."""
+    import io
+    import json
+    import tarfile
+
+    if shard.is_file():
+        return shard
+    shard.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(shard, "w") as tar:
+        for video in sorted((clips / "videos").glob("*.mp4")):
+            label = clips / "labels" / f"{video.stem}.txt"
+            meta = json.dumps({"duration": frames / fps, "fps": fps}).encode()
+            for ext, data in (("mp4", video.read_bytes()), ("txt", label.read_bytes()), ("json", meta)):
+                info = tarfile.TarInfo(f"{video.stem}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return shard
+
+
+def as_shard_run(config_overlay: dict[str, Any], shard: Path, frames: int, size: list[int], cache: Path | None) -> dict[str, Any]:
+    """`config_overlay` reading `shard` through VideoDataset instead of the folder."""
+    params: dict[str, Any] = {"image_size": list(size), "num_frames": frames, "fps": 8, "skip_frms_num": 0.0}
+    if cache is not None:
+        params["latent_cache"] = str(cache)
+    config_overlay["data"] = {"target": "data_video.VideoDataset", "params": params}
+    config_overlay["args"]["train_data"] = [str(shard)]
+    return config_overlay
+
+
 def run(cmd: list[str]) -> None:
     proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True, capture_output=True)
     if proc.returncode != 0:
@@ -188,7 +220,7 @@ def main(argv: list[str] | None = None) -> list[RunResult]:
     parser.add_argument("--clips", type=Path, default=None, help="folder of videos/ + labels/ (generated if absent)")
     parser.add_argument("--frames", type=int, default=49)
     parser.add_argument("--size", type=int, nargs=2, default=[480, 720])
-    parser.add_argument("--data", nargs="+", choices=["pixels", "cache"], default=["pixels"], help="one run per mode")
+    parser.add_argument("--data", nargs="+", choices=["pixels", "cache", "shard-cache"], default=["pixels"], help="one run per mode")
     parser.add_argument("--zero-stage", type=int, default=2)
     parser.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16")
     parser.add_argument("--checkpoint-activations", choices=["true", "false"], default="true")
@@ -209,10 +241,18 @@ def main(argv: list[str] | None = None) -> list[RunResult]:
     for mode in args.data:
         if mode == "pixels":
             results.append(train(args, "train_video.py, pixels (VAE + T5 each step)", work / "pixels", overlay(args, work / "pixels", clips, t5, vae, None)))
-        else:
+        elif mode == "cache":
             cache = work / "cache"
             setup = build_cache(args, work / "cache_build", overlay(args, work / "cache_build", clips, t5, vae, None), cache)
             result = train(args, "train_video.py, latent cache", work / "cached", overlay(args, work / "cached", clips, t5, vae, cache))
+            result.setup_s = setup
+            results.append(result)
+        else:  # shard-cache
+            shard, cache = pack_shard(clips, work / "shards" / "clips-000.tar", args.frames), work / "shard_cache"
+            build_cfg = as_shard_run(overlay(args, work / "shard_build", clips, t5, vae, None), shard, args.frames, args.size, None)
+            setup = build_cache(args, work / "shard_build", build_cfg, cache)
+            train_cfg = as_shard_run(overlay(args, work / "shard_cached", clips, t5, vae, cache), shard, args.frames, args.size, cache)
+            result = train(args, "train_video.py, latent cache of a shard", work / "shard_cached", train_cfg)
             result.setup_s = setup
             results.append(result)
         r = results[-1]
@@ -231,7 +271,7 @@ def main(argv: list[str] | None = None) -> list[RunResult]:
         print(f"{'DiT alone (fwd+bwd, random latents)':<44} {reference[0]:>8.3f} {'':>7} {'':>7} {reference[1]:>9.2f} {1 / reference[0]:>8.3f} {'100%':>11}")
     for r in results:
         if r.setup_s:
-            print(f"latent cache build (once): {r.setup_s:.1f} s for the clips in {clips}")
+            print(f"{r.label.split(', ')[-1]} build (once): {r.setup_s:.1f} s for the clips in {clips}")
     return results
 
 
