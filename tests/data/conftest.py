@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cogvideox_sat.demo.clips import make_sft_folder, write_mp4
+from cogvideox_sat.demo.clips import make_clip, make_sft_folder, write_mp4
 from datatest_helpers import H, W, coded_frames
 
 
@@ -79,3 +79,13 @@ def corrupt_corpus(clip_store, tmp_path) -> tuple[Path, dict[str, str]]:
         "j_damaged.mp4": "undecodable",  # opens, but its frame data is zeroed
     }
     return root, expected
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory) -> dict[str, bytes]:
+    """Two 17-frame clips (8 fps) and a 40-frame gray-coded one (24 fps), as bytes."""
+    root = tmp_path_factory.mktemp("shard_clips")
+    make_clip(root / "a.mp4", num_frames=17, height=32, width=40, fps=8, seed=1)
+    make_clip(root / "b.mp4", num_frames=17, height=40, width=32, fps=8, seed=2)
+    write_mp4(root / "coded.mp4", coded_frames(40), fps=24)
+    return {name: (root / f"{name}.mp4").read_bytes() for name in ("a", "b", "coded")}

@@ -13,7 +13,7 @@ import torch
 from datatest_helpers import TinyEncoders, write_shard
 from torch.utils.data import DataLoader
 
-from cogvideox_sat.data import LatentCache, NoUsableSamples, VideoDataset, build_shard_latent_cache
+from cogvideox_sat.data import NoUsableSamples, VideoDataset, build_shard_latent_cache
 from cogvideox_sat.data import shard_cache, webdataset
 from cogvideox_sat.data.shard_keys import window_rng
 from cogvideox_sat.data.shards import iter_shard
@@ -23,13 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 PARAMS = {"image_size": [16, 24], "num_frames": 9, "fps": 8, "skip_frms_num": 0.0, "shuffle_buffer": 1}
 
 
-@pytest.fixture(scope="module")
-def clip_bytes(tmp_path_factory):
+@pytest.fixture
+def clip_bytes(clips) -> list[bytes]:
     """Two 17-frame clips at 8 fps: a 9-frame window can start at any of 9 frames."""
-    root = tmp_path_factory.mktemp("shard_cache_clips")
-    make_clip(root / "a.mp4", num_frames=17, height=32, width=40, fps=8, seed=1)
-    make_clip(root / "b.mp4", num_frames=17, height=32, width=40, fps=8, seed=2)
-    return [(root / f"{n}.mp4").read_bytes() for n in ("a", "b")]
+    return [clips["a"], clips["b"]]
 
 
 def make_shards(folder: Path, clip_bytes, n_shards: int = 2, per_shard: int = 2, first: int = 0) -> str:

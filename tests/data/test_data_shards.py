@@ -13,22 +13,9 @@ from torch.utils.data import DataLoader
 
 from cogvideox_sat.data import BucketBatchedIterable, NoUsableSamples, VideoDataset
 from cogvideox_sat.data.shards import assign_shards, expand_shards
-from cogvideox_sat.demo.clips import make_clip, write_mp4
 from cogvideox_sat.registry import resolve_target
 
 PARAMS = {"image_size": [16, 24], "num_frames": 9, "fps": 8, "skip_frms_num": 0.0, "shuffle_buffer": 1}
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    """Two 17-frame clips (8 fps) and a 40-frame gray-coded one (24 fps), as bytes."""
-    from datatest_helpers import coded_frames
-
-    root = tmp_path_factory.mktemp("shard_clips")
-    make_clip(root / "a.mp4", num_frames=17, height=32, width=40, fps=8, seed=1)
-    make_clip(root / "b.mp4", num_frames=17, height=40, width=32, fps=8, seed=2)
-    write_mp4(root / "coded.mp4", coded_frames(40), fps=24)
-    return {name: (root / f"{name}.mp4").read_bytes() for name in ("a", "b", "coded")}
 
 
 def meta(duration, fps, **extra) -> bytes:
