@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from cogvideox_sat.data.encoders import CacheEncoders
 from cogvideox_sat.data.latent_cache import LatentCache
 from cogvideox_sat.data.sft_dataset import SFTDataset
-from cogvideox_sat.data.skips import BadSample, format_counts, report_skip
+from cogvideox_sat.data.skips import BadSample, SkipCounter, format_counts, report_skip
 
 logger = logging.getLogger("cogvideox_sat.data")
 
@@ -26,7 +26,7 @@ _SAVE_HASHES_EVERY = 64
 
 @dataclass
 class BuildReport:
-    total: int = 0  # samples in the dataset
+    total: int = 0  # samples this build covers (all, or this process's part)
     present: int = 0  # already cached when the build started
     written: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # per reason
@@ -38,6 +38,24 @@ class BuildReport:
             f"{self.total} samples: {self.present} already cached, {self.written} written, "
             f"skipped {format_counts(self.skipped)}"
         )
+
+    def skip(self, counter: SkipCounter, bad: BadSample) -> None:
+        """Count a skipped sample here and in the dataset's counter (which also warns)."""
+        report_skip(counter, bad)
+        self.skipped[bad.reason] = self.skipped.get(bad.reason, 0) + 1
+
+
+def open_build(
+    dataset: Any, cache_dir: str, encoders: CacheEncoders, first_frame: bool, prune: bool, part: tuple[int, int]
+) -> tuple[LatentCache, tuple[str, ...]]:
+    """The checks every build starts with, then (the cache opened for this process, the tensors
+    an entry must hold to count as present)."""
+    if dataset.latent_cache is not None:
+        raise ValueError("build the cache from a dataset without latent_cache (it must decode pixels)")
+    if prune and part[1] > 1:
+        raise ValueError("prune in one process after the build: one part does not know the other parts' entries")
+    cache = LatentCache.create(cache_dir, encoders.fingerprint, encoders.latent_kind, encoders.description, rank=part[0])
+    return cache, ("first_frame",) if first_frame else ()
 
 
 class _Pixels(Dataset):
@@ -84,14 +102,8 @@ def build_latent_cache(
     """
     from tqdm import tqdm
 
-    if dataset.latent_cache is not None:
-        raise ValueError("build the cache from a dataset without latent_cache (it must decode pixels)")
-    rank, world = part
-    if prune and world > 1:
-        raise ValueError("prune in one process after the build: one part does not know the other parts' entries")
-    cache = LatentCache.create(cache_dir, encoders.fingerprint, encoders.latent_kind, encoders.description, rank=rank)
-    needed = ("first_frame",) if first_frame else ()
-    mine = range(rank, len(dataset), world)
+    cache, needed = open_build(dataset, cache_dir, encoders, first_frame, prune, part)
+    mine = range(part[0], len(dataset), part[1])
     report = BuildReport(total=len(mine))
     # 1. Keys of every sample (reads each file once; digests are remembered in the cache)
     todo, keys = [], report.keys
@@ -99,9 +111,7 @@ def build_latent_cache(
         try:
             key = dataset.sample_key(i, cache.hashes)
         except (BadSample, OSError) as err:
-            bad = err if isinstance(err, BadSample) else BadSample("missing", dataset.source(i), str(err))
-            report_skip(dataset.skips, bad)
-            report.skipped[bad.reason] = report.skipped.get(bad.reason, 0) + 1
+            report.skip(dataset.skips, err if isinstance(err, BadSample) else BadSample("missing", dataset.source(i), str(err)))
             continue
         keys.append(key)
         if cache.contains(key, needed):
@@ -111,11 +121,10 @@ def build_latent_cache(
     cache.hashes.save()
     # 2. Decode in workers, encode here, write atomically
     loader = DataLoader(_Pixels(dataset, todo), batch_size=None, num_workers=num_workers, collate_fn=keep_as_is)
-    bar = tqdm(total=len(dataset), initial=report.total - len(todo), desc="encoding", disable=not progress, unit="clip")
+    bar = tqdm(total=report.total, initial=report.total - len(todo), desc="encoding", disable=not progress, unit="clip")
     for n, (i, key, item) in enumerate(loader):
         if isinstance(item, BadSample):
-            report_skip(dataset.skips, item)
-            report.skipped[item.reason] = report.skipped.get(item.reason, 0) + 1
+            report.skip(dataset.skips, item)
         else:
             cache.save(key, encode_entry(item, encoders, store_dtype, first_frame), entry_metadata(item, dataset.source(i)))
             report.written += 1

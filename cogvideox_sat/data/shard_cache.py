@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from cogvideox_sat.data.cache_builder import BuildReport, encode_entry, entry_metadata, keep_as_is
+from cogvideox_sat.data.cache_builder import BuildReport, encode_entry, entry_metadata, keep_as_is, open_build
 from cogvideox_sat.data.encoders import CacheEncoders
 from cogvideox_sat.data.latent_cache import LatentCache
 from cogvideox_sat.data.shard_keys import shard_index_key, shard_sample_key, window_rng
 from cogvideox_sat.data.shards import iter_shard
-from cogvideox_sat.data.skips import BadSample, report_skip
+from cogvideox_sat.data.skips import BadSample
 
 if TYPE_CHECKING:
     from cogvideox_sat.data.webdataset import VideoDataset
@@ -61,10 +61,9 @@ class _ShardPixels(IterableDataset):
             samples: list[dict[str, Any]] = []
             try:
                 for raw in iter_shard(shard.path, self.dataset.max_file_bytes, self.dataset.meta_names):
-                    keys = []
+                    keys, source = [], f"{shard.path}#{raw.name}"
                     for window in range(self.windows):
                         key = shard_sample_key(shard.digest, raw.name, window, params)
-                        source = f"{shard.path}#{raw.name}"
                         if self.cache.contains(key, self.needed):
                             keys.append(key)
                             yield _Record("present", key, source=source)
@@ -104,25 +103,19 @@ def build_shard_latent_cache(
     """
     from tqdm import tqdm
 
-    if dataset.latent_cache is not None:
-        raise ValueError("build the cache from a dataset without latent_cache (it must decode pixels)")
     if windows < 1:
         raise ValueError(f"windows must be >= 1, got {windows}")
-    rank, world = part
-    if prune and world > 1:
-        raise ValueError("prune in one process after the build: one part does not know the other parts' entries")
-    cache = LatentCache.create(cache_dir, encoders.fingerprint, encoders.latent_kind, encoders.description, rank=rank)
-    needed = ("first_frame",) if first_frame else ()
+    cache, needed = open_build(dataset, cache_dir, encoders, first_frame, prune, part)
     params = dataset.pixel_params()
     report = BuildReport()
     # 1. Shards already complete (index with these windows, every entry present) are not read
     todo: list[_Shard] = []
     shards = list(dict.fromkeys(dataset.shards))  # include_dirs weighting repeats shards: cache each once
-    for path in tqdm(shards[rank::world], desc="hashing", disable=not progress, unit="shard"):
+    for path in tqdm(shards[part[0] :: part[1]], desc="hashing", disable=not progress, unit="shard"):
         try:
             digest = cache.hashes.digest(path)
         except OSError as err:
-            _skip(dataset, report, BadSample("missing", path, str(err)))
+            report.skip(dataset.skips, BadSample("missing", path, str(err)))
             continue
         shard = _Shard(path, digest, shard_index_key(digest, params))
         report.indexes.append(shard.index_key)
@@ -143,7 +136,7 @@ def build_shard_latent_cache(
             cache.save_index(record.key, record.item)
             continue
         if record.kind == "bad":
-            _skip(dataset, report, record.item)
+            report.skip(dataset.skips, record.item)
         else:
             if record.kind == "item":
                 cache.save(record.key, encode_entry(record.item, encoders, store_dtype, first_frame), entry_metadata(record.item, record.source))
@@ -158,8 +151,3 @@ def build_shard_latent_cache(
     if prune:
         logger.info("pruned %d stale cache entries and indexes", cache.prune(report.keys, report.indexes))
     return report
-
-
-def _skip(dataset: VideoDataset, report: BuildReport, bad: BadSample) -> None:
-    report_skip(dataset.skips, bad)
-    report.skipped[bad.reason] = report.skipped.get(bad.reason, 0) + 1
