@@ -130,22 +130,19 @@ def overlay(args: argparse.Namespace, work: Path, clips: Path, t5: Path, vae: Pa
 
 def pack_shard(clips: Path, shard: Path, frames: int, fps: float = 8.0) -> Path:
     """The clips of an SFT folder (videos/ + labels/) as one WebDataset tar shard with json metadata."""
-    import io
     import json
-    import tarfile
+
+    from cogvideox_sat.demo.shards import write_shard
 
     if shard.is_file():
         return shard
     shard.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(shard, "w") as tar:
-        for video in sorted((clips / "videos").glob("*.mp4")):
-            label = clips / "labels" / f"{video.stem}.txt"
-            meta = json.dumps({"duration": frames / fps, "fps": fps}).encode()
-            for ext, data in (("mp4", video.read_bytes()), ("txt", label.read_bytes()), ("json", meta)):
-                info = tarfile.TarInfo(f"{video.stem}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return shard
+    meta = json.dumps({"duration": frames / fps, "fps": fps}).encode()
+    samples = {
+        video.stem: {"mp4": video.read_bytes(), "txt": (clips / "labels" / f"{video.stem}.txt").read_bytes(), "json": meta}
+        for video in sorted((clips / "videos").glob("*.mp4"))
+    }
+    return write_shard(shard, samples)
 
 
 def as_shard_run(config_overlay: dict[str, Any], shard: Path, frames: int, size: list[int], cache: Path | None) -> dict[str, Any]:

@@ -29,19 +29,6 @@ def decoded_indices(mp4) -> list[int]:
     return [int(round((v - 20) / 5)) for v in levels]
 
 
-def write_shard(path, samples: dict[str, dict[str, bytes]]) -> None:
-    """A tar shard with members `<key>.<ext>` (in the order given)."""
-    import io
-    import tarfile
-
-    with tarfile.open(path, "w") as tar:
-        for key, members in samples.items():
-            for ext, data in members.items():
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-
-
 class TinyEncoders:
     """Deterministic stand-ins: 'VAE' = temporal stride 4 + 8x8 average pool, 'T5' = byte codes."""
 

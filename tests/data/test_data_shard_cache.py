@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from datatest_helpers import TinyEncoders, write_shard
+from datatest_helpers import TinyEncoders
 from torch.utils.data import DataLoader
 
 from cogvideox_sat.data import NoUsableSamples, VideoDataset, build_shard_latent_cache
@@ -18,6 +18,7 @@ from cogvideox_sat.data import shard_cache, webdataset
 from cogvideox_sat.data.shard_keys import window_rng
 from cogvideox_sat.data.shards import iter_shard
 from cogvideox_sat.demo.clips import make_clip
+from cogvideox_sat.demo.shards import write_shard
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = {"image_size": [16, 24], "num_frames": 9, "fps": 8, "skip_frms_num": 0.0, "shuffle_buffer": 1}

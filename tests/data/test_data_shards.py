@@ -8,11 +8,12 @@ from collections import Counter
 
 import pytest
 import torch
-from datatest_helpers import decoded_indices, write_shard
+from datatest_helpers import decoded_indices
 from torch.utils.data import DataLoader
 
 from cogvideox_sat.data import BucketBatchedIterable, NoUsableSamples, VideoDataset
 from cogvideox_sat.data.shards import assign_shards, expand_shards
+from cogvideox_sat.demo.shards import write_shard
 from cogvideox_sat.registry import resolve_target
 
 PARAMS = {"image_size": [16, 24], "num_frames": 9, "fps": 8, "skip_frms_num": 0.0, "shuffle_buffer": 1}
