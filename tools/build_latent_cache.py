@@ -51,7 +51,7 @@ from cogvideox_sat.data import (  # noqa: E402
     model_fingerprint,
 )
 from cogvideox_sat.data.hashing import HashMemo  # noqa: E402
-from cogvideox_sat.data.latent_cache import memo_name  # noqa: E402
+from cogvideox_sat.data.latent_cache import process_memo  # noqa: E402
 from cogvideox_sat.registry import instantiate_from_config, resolve_target  # noqa: E402
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2. Models (a VAE without weights is random: seeded, so a resumed build gets the same one)
     seed = args.seed if args.seed is not None else int(run_args.get("seed", 1234))
     torch.manual_seed(seed)
-    hashes = HashMemo(Path(cache_dir) / memo_name(rank))
+    hashes = process_memo(cache_dir, rank)  # weight digests another process already took are not read again
     dtype = _DTYPES[args.precision or config_precision(cfg)]
     encoders = real_encoders(model_cfg, args.device, dtype, hashes)
     hashes.save()

@@ -49,6 +49,14 @@ def memo_name(rank: int) -> str:
     return HASHES if rank == 0 else f"hashes.rank{rank}.json"
 
 
+def process_memo(root: str | os.PathLike, rank: int = 0) -> HashMemo:
+    """The digest memo of cache folder `root` for build process `rank`: it reads every process's
+    memo and saves to its own, so processes of one build never overwrite each other's."""
+    root = Path(root)
+    others = [p for p in sorted(root.glob("hashes*.json")) if p.name != memo_name(rank)]
+    return HashMemo(root / memo_name(rank), also=others)
+
+
 class StaleCacheError(RuntimeError):
     """The cache was built with other model weights than the ones training uses."""
 
@@ -75,8 +83,7 @@ class LatentCache:
         self.fingerprint: str = info["fingerprint"]
         self.latent_kind: str = info.get("latent_kind", "sample")
         self.description: dict = info.get("description", {})
-        others = [p for p in sorted(self.root.glob("hashes*.json")) if p.name != memo_name(rank)]
-        self.hashes = HashMemo(self.root / memo_name(rank), also=others)
+        self.hashes = process_memo(self.root, rank)
 
     @classmethod
     def create(
