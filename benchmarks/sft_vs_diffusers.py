@@ -238,7 +238,7 @@ def print_table(rows: list[SFTRow], args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = vs_diffusers.build_parser(__doc__.splitlines()[0])
-    parser.add_argument("--offload", action="store_true", help="ZeRO-Offload: float32 master weights and Adam moments in pinned CPU memory")
+    parser.add_argument("--offload", action="store_true", help="ZeRO-Offload: float32 master weights, their gradients and the Adam moments in CPU memory (see --pin-memory)")
     parser.add_argument(
         "--pin-memory",
         action=argparse.BooleanOptionalAction,
