@@ -37,6 +37,7 @@ import torch  # noqa: E402
 
 from cogvideox_sat.config import load_configs  # noqa: E402
 from cogvideox_sat.io.diffusers_configs import (  # noqa: E402
+    MODEL_PRESETS,
     ConversionError,
     build_dit_on_meta,
     cogvideox_version,
@@ -56,14 +57,6 @@ from cogvideox_sat.io.diffusers_export import (  # noqa: E402
 from cogvideox_sat.io.lora_state import find_training_config, lora_params, merge_lora_state  # noqa: E402
 from cogvideox_sat.io.zero_checkpoint import is_zero_checkpoint  # noqa: E402
 
-# (version, i2v, rope) -> the repo config of that released model (official flags without --config)
-PRESETS: dict[tuple[str, bool, bool], str] = {
-    ("1.0", False, False): "cogvideox_2b.yaml",
-    ("1.0", False, True): "cogvideox_5b.yaml",
-    ("1.0", True, True): "cogvideox_5b_i2v.yaml",
-    ("1.5", False, True): "cogvideox1.5_5b.yaml",
-    ("1.5", True, True): "cogvideox1.5_5b_i2v.yaml",
-}
 T5_ID = "google/t5-v1_1-xxl"
 BASE_QKV = ("attention.query_key_value.weight", "attention.query_key_value.original.weight")
 
@@ -113,7 +106,7 @@ def model_section(args: argparse.Namespace) -> tuple[dict[str, Any], str, bool]:
         return section, f"the model of {', '.join(config)}", True
     version = args.version or "1.0"
     rope = args.use_rotary_positional_embeddings or args.i2v or version == "1.5"
-    preset = PRESETS[(version, args.i2v, rope)]
+    preset = MODEL_PRESETS[(version, args.i2v, rope)]  # official flags without --config
     section = load_configs([REPO / "configs" / preset]).section("model")
     params = section["network_config"]["params"]
     if args.num_layers:

@@ -1,10 +1,15 @@
-"""diffusers configs (transformer, VAE, scheduler) read from a SAT `model:` section.
+"""diffusers configs (transformer, VAE, scheduler) read from a SAT `model:` section, and back.
 
 The architecture comes from the config the weights were trained with, so checkpoints of any size
 convert: the DiT is built on the meta device (no memory) and its resolved attributes give
 `CogVideoXTransformer3DModel`'s arguments; the VAE's come from `first_stage_config`, the
 scheduler's from the denoiser's discretization. What diffusers cannot express raises
 `ConversionError` instead of converting into a different model.
+
+The way back (`network_from_diffusers`, `first_stage_from_diffusers`) starts from the repo
+config of the matching released model (`MODEL_PRESETS`), writes in what the diffusers config
+says, and proves itself by running the forward function on the result: any value that does not
+come back unchanged is a `ConversionError` naming the config key.
 
 One difference is inherent to diffusers' CogVideoX and not a conversion error: its output norm
 (`norm_out`) uses `norm_eps` (1e-5) where SAT's FinalLayerMixin uses 1e-6.
@@ -44,6 +49,17 @@ SCHEDULER_DEFAULTS: dict[str, Any] = {
 }
 SCHEDULER_CLASSES: dict[str, str] = {"ddim": "CogVideoXDDIMScheduler", "dpm": "CogVideoXDPMScheduler"}
 _PREDICTION = {"VideoScaling": "v_prediction"}
+# (version, image-to-video, RoPE) -> the repo config of that released model
+MODEL_PRESETS: dict[tuple[str, bool, bool], str] = {
+    ("1.0", False, False): "cogvideox_2b.yaml",
+    ("1.0", False, True): "cogvideox_5b.yaml",
+    ("1.0", True, True): "cogvideox_5b_i2v.yaml",
+    ("1.5", False, True): "cogvideox1.5_5b.yaml",
+    ("1.5", True, True): "cogvideox1.5_5b_i2v.yaml",
+}
+# transformer_config keys that shape no tensor of a RoPE model without a learned table: the
+# SAT preset's values stay (e.g. 1.5's 224 text tokens)
+_RUNTIME_ONLY = ("max_text_seq_length",)
 
 
 def build_dit_on_meta(network_config: Mapping[str, Any], keep_lora: bool = False) -> torch.nn.Module:
@@ -117,6 +133,108 @@ def transformer_config(model: torch.nn.Module) -> dict[str, Any]:
         # diffusers' 1.5 configs say False; it only affects the 1.0 (Conv2d) patch projection
         "patch_bias": pt == 1,
     }
+
+
+def diffusers_preset(config: Mapping[str, Any]) -> str:
+    """The repo config name of the released model a diffusers transformer config is a variant of."""
+    version = "1.0" if not config.get("patch_size_t") else "1.5"
+    i2v = config.get("in_channels", 16) != config.get("out_channels", 16)
+    rope = bool(config.get("use_rotary_positional_embeddings"))
+    if (version, i2v, rope) not in MODEL_PRESETS:
+        raise ConversionError(
+            f"no released CogVideoX has patch_size_t {config.get('patch_size_t')}, in_channels {config.get('in_channels')} "
+            f"/ out_channels {config.get('out_channels')}, use_rotary_positional_embeddings {rope}"
+        )
+    return MODEL_PRESETS[(version, i2v, rope)]
+
+
+def network_from_diffusers(config: Mapping[str, Any], network_config: Mapping[str, Any], source: str = "config.json") -> dict[str, Any]:
+    """The SAT `network_config` of a `CogVideoXTransformer3DModel` config, built on
+    `network_config` (the preset's). Raises `ConversionError` naming each key of `config` that
+    the SAT DiT would not reproduce."""
+    net = copy.deepcopy(_plain(network_config))
+    params, modules = net["params"], net["params"]["modules"]
+    heads, head_dim = int(config["num_attention_heads"]), int(config["attention_head_dim"])
+    pt = config.get("patch_size_t") or 1
+    params.update(
+        num_layers=int(config["num_layers"]),
+        num_attention_heads=heads,
+        hidden_size=heads * head_dim,
+        in_channels=int(config["in_channels"]),
+        out_channels=int(config.get("out_channels") or config["in_channels"]),
+        time_embed_dim=int(config["time_embed_dim"]),
+        num_frames=int(config["sample_frames"]),
+        latent_width=int(config["sample_width"]),
+        latent_height=int(config["sample_height"]),
+        time_compressed_rate=int(config["temporal_compression_ratio"]),
+        patch_size=[int(pt), int(config["patch_size"]), int(config["patch_size"])],
+        elementwise_affine=bool(config["norm_elementwise_affine"]),
+    )
+    params.pop("ofs_embed_dim", None)
+    if config.get("ofs_embed_dim"):
+        params["ofs_embed_dim"] = int(config["ofs_embed_dim"])
+    params["transformer_args"]["layernorm_epsilon"] = float(config["norm_eps"])
+    modules["patch_embed_config"].setdefault("params", {})["text_hidden_size"] = int(config["text_embed_dim"])
+    pos = modules["pos_embed_config"].setdefault("params", {})
+    tables = not config["use_rotary_positional_embeddings"] or config.get("use_learned_positional_embeddings")
+    if tables:  # the sin-cos / learned table has a row per text token
+        pos["text_length"] = int(config["max_text_seq_length"])
+    if config["use_rotary_positional_embeddings"]:
+        pos["hidden_size_head"] = head_dim
+        pos.pop("learnable_pos_embed", None)
+        if config.get("use_learned_positional_embeddings"):
+            pos["learnable_pos_embed"] = True
+    else:
+        pos.update(
+            height_interpolation=float(config["spatial_interpolation_scale"]),
+            width_interpolation=float(config["spatial_interpolation_scale"]),
+            time_interpolation=float(config["temporal_interpolation_scale"]),
+        )
+    _check_round_trip(config, transformer_config(build_dit_on_meta(net)), source, skip=() if tables else _RUNTIME_ONLY)
+    return net
+
+
+def first_stage_from_diffusers(config: Mapping[str, Any], first_stage_config: Mapping[str, Any], source: str = "config.json") -> dict[str, Any]:
+    """The SAT `first_stage_config` of an `AutoencoderKLCogVideoX` config, built on the preset's."""
+    stage = copy.deepcopy(_plain(first_stage_config))
+    channels = [int(c) for c in config["block_out_channels"]]
+    ch = channels[0]
+    if any(c % ch for c in channels):
+        raise ConversionError(f"{source}: block_out_channels {channels} are not multiples of the first (SAT's ch x ch_mult)")
+    shared = {
+        "ch": ch,
+        "ch_mult": [c // ch for c in channels],
+        "num_res_blocks": int(config["layers_per_block"]),
+        "z_channels": int(config["latent_channels"]),
+        "in_channels": int(config["in_channels"]),
+        "out_ch": int(config["out_channels"]),
+        "temporal_compress_times": int(config.get("temporal_compression_ratio", 4)),
+    }
+    for part in ("encoder_config", "decoder_config"):
+        stage["params"][part].setdefault("params", {}).update(shared)
+    back = vae_config(stage, float(config.get("scaling_factor", 1.0)), bool(config.get("invert_scale_latents", False)))
+    _check_round_trip(config, back, source, skip=("scaling_factor", "invert_scale_latents", "force_upcast"))
+    return stage
+
+
+def _check_round_trip(config: Mapping[str, Any], back: Mapping[str, Any], source: str, skip: tuple[str, ...] = ()) -> None:
+    # dropout is a training setting, and patch_bias only exists for the 1.0 (Conv2d) projection
+    skip = (*skip, "dropout") + (("patch_bias",) if config.get("patch_size_t") else ())
+    wrong = [
+        f"{key}: {config[key]!r} (SAT's CogVideoX gives {value!r})"
+        for key, value in back.items()
+        if key in config and key not in skip and _differs(config[key], value)
+    ]
+    if wrong:
+        raise ConversionError(f"{source}: the SAT model cannot reproduce " + "; ".join(wrong))
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) != len(b) or any(_differs(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return abs(float(a) - float(b)) > 1e-9 * max(abs(float(a)), 1.0)
+    return a != b
 
 
 def vae_config(first_stage_config: Mapping[str, Any], scaling_factor: float, invert_scale_latents: bool = False) -> dict[str, Any]:

@@ -1,16 +1,17 @@
-"""SAT DiT state dict -> diffusers `CogVideoXTransformer3DModel` state dict.
+"""SAT DiT state dict <-> diffusers `CogVideoXTransformer3DModel` state dict.
 
-A rename table plus the few tensors that change shape: the fused query_key_value splits into
+One rename table, read both ways (`sat_dit_to_diffusers`, `diffusers_dit_to_sat`), plus plus the few tensors that change shape: the fused query_key_value splits into
 to_q/to_k/to_v, each layer's 12-chunk adaLN modulation splits into norm1 (attention: image
 shift/scale/gate, then text) and norm2 (MLP), and 1.0 models' patch projection becomes a
 Conv2d. Frozen or unused tables (the 2B sin-cos table, RoPE's unused position_embeddings) are
-dropped; diffusers recomputes the former.
+dropped; diffusers recomputes the former, and the way back leaves them to the caller, who knows
+the model (`diffusers_import.derived_tensors`). LoRA adapters map with `LORA_TARGETS` both ways.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -44,6 +45,11 @@ LORA_TARGETS: dict[str, tuple[str, ...]] = {
 # adaLN chunk order in SAT: image (shift, scale, gate) x (msa, mlp), then text the same
 _NORM1_CHUNKS = (0, 1, 2, 6, 7, 8)
 _NORM2_CHUNKS = (3, 4, 5, 9, 10, 11)
+_QKV = ("to_q", "to_k", "to_v")
+# the same tables, diffusers -> SAT
+_RENAMES_BACK = {v: k for k, v in RENAMES.items()}
+_LAYER_RENAMES_BACK = {v: k for k, v in LAYER_RENAMES.items()}
+_LORA_MODULES_BACK = {module: (target, part) for target, modules in LORA_TARGETS.items() for part, module in enumerate(modules)}
 
 
 def sat_dit_to_diffusers(
@@ -63,6 +69,61 @@ def sat_dit_to_diffusers(
         if target is None:
             raise KeyError(f"no diffusers equivalent for SAT key {key!r}")
     return out
+
+
+def diffusers_dit_to_sat(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of `sat_dit_to_diffusers`: diffusers keys -> SAT DiT keys (no
+    `model.diffusion_model.` prefix), to_q/to_k/to_v fused, norm1/norm2 modulations put back in
+    SAT's 12-chunk order. Patch projections keep their layout (diffusers' 1.0 Conv2d is the
+    released SAT 1.0 layout, 1.5 is a Linear in both). The tables `sat_dit_to_diffusers` drops
+    are not made here. Raises `KeyError` naming the first key it does not know or an incomplete
+    q/k/v or norm1/norm2 group."""
+    out: dict[str, torch.Tensor] = {}
+    groups: dict[str, dict[str, torch.Tensor]] = {}  # SAT key -> parts to fuse
+    for key, value in state_dict.items():
+        stem, _, leaf = key.rpartition(".")
+        if key in _RENAMES_BACK:
+            out[_RENAMES_BACK[key]] = value
+        elif stem in _RENAMES_BACK:
+            out[f"{_RENAMES_BACK[stem]}.{leaf}"] = value
+        elif stem == "patch_embed.proj":
+            out[f"mixins.patch_embed.proj.{leaf}"] = value
+        elif match := re.fullmatch(r"transformer_blocks\.(\d+)\.(.+)", stem):
+            i, name = match.groups()
+            if name in _LAYER_RENAMES_BACK:
+                out[f"transformer.layers.{i}.{_LAYER_RENAMES_BACK[name]}.{leaf}"] = value
+            elif name in ("attn1.norm_q", "attn1.norm_k"):
+                kind = "query" if name.endswith("q") else "key"
+                out[f"mixins.adaln_layer.{kind}_layernorm_list.{i}.{leaf}"] = value
+            elif name.startswith("attn1.") and name[6:] in _QKV:
+                groups.setdefault(f"transformer.layers.{i}.attention.query_key_value.{leaf}", {})[name[6:]] = value
+            elif name in ("norm1.linear", "norm2.linear"):
+                groups.setdefault(f"mixins.adaln_layer.adaLN_modulations.{i}.1.{leaf}", {})[name[:5]] = value
+            else:
+                raise KeyError(f"no SAT equivalent for diffusers key {key!r}")
+        else:
+            raise KeyError(f"no SAT equivalent for diffusers key {key!r}")
+    for key, parts in groups.items():
+        out[key] = _fuse(key, parts)
+    return out
+
+
+def _fuse(key: str, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    if "query_key_value" in key:
+        _require(key, parts, _QKV)
+        return torch.cat([parts[p] for p in _QKV])
+    _require(key, parts, ("norm1", "norm2"))
+    slots: list[torch.Tensor | None] = [None] * 12
+    for name, order in (("norm1", _NORM1_CHUNKS), ("norm2", _NORM2_CHUNKS)):
+        for slot, chunk in zip(order, parts[name].chunk(6, dim=0)):
+            slots[slot] = chunk
+    return torch.cat(slots)
+
+
+def _require(key: str, parts: Mapping[str, torch.Tensor], names: Iterable[str]) -> None:
+    missing = [n for n in names if n not in parts]
+    if missing:
+        raise KeyError(f"{key!r} needs diffusers' {', '.join(names)}; missing: {', '.join(missing)}")
 
 
 def _has_learnable_table(state_dict: Mapping[str, torch.Tensor]) -> bool:
@@ -130,3 +191,31 @@ def sat_lora_to_diffusers(state_dict: Mapping[str, torch.Tensor], lora_alpha: fl
             value = value * (lora_alpha / rank)
         out[f"transformer_blocks.{layer}.{module}.lora_{kind}.weight"] = value
     return out
+
+
+def diffusers_lora_to_sat(adapters: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The inverse of `sat_lora_to_diffusers` without the scale: {diffusers module
+    (`transformer_blocks.N.attn1.to_q`): (lora_A, lora_B)} -> (SAT adapters
+    `transformer.layers.N.<target>.matrix_{A,B}.i`, SAT target names). Raises `KeyError` naming
+    modules SAT's LoRA cannot wrap, and fused targets adapted only in part (SAT's
+    query_key_value has one adapter per q/k/v: all three or none)."""
+    out: dict[str, torch.Tensor] = {}
+    unknown, seen = [], {}
+    for module, (a, b) in adapters.items():
+        match = re.fullmatch(r"transformer_blocks\.(\d+)\.(.+)", module)
+        if match is None or match.group(2) not in _LORA_MODULES_BACK:
+            unknown.append(module)
+            continue
+        layer, name = match.groups()
+        target, part = _LORA_MODULES_BACK[name]
+        seen.setdefault((layer, target), set()).add(part)
+        out[f"transformer.layers.{layer}.{target}.matrix_A.{part}"] = a
+        out[f"transformer.layers.{layer}.{target}.matrix_B.{part}"] = b
+    if unknown:
+        supported = ", ".join(sorted({m for m in _LORA_MODULES_BACK}))
+        raise KeyError(f"LoRA on modules SAT's LoRA does not wrap: {', '.join(sorted(unknown)[:8])} (supported per block: {supported})")
+    for (layer, target), parts in sorted(seen.items()):
+        if len(parts) != len(LORA_TARGETS[target]):
+            want = ", ".join(LORA_TARGETS[target])
+            raise KeyError(f"transformer_blocks.{layer}: SAT fuses {want} into {target}; the LoRA adapts only some of them")
+    return out, sorted({t for _, t in seen})
