@@ -145,7 +145,8 @@ class OurArgs(_Group):
     )
     lora_load: Optional[str] = Field(
         None,
-        description="sampling: a LoRA-only run folder of ours (holds `latest`) applied on top of args.load, the base transformer",
+        description="a LoRA-only run folder of ours (holds `latest`) applied on top of args.load, the base transformer "
+        "(sampling; training: the adapters to continue from, e.g. a diffusers LoRA converted by tools/convert_weight_hf2sat.py)",
     )
     lora_merge: bool = Field(False, description="sampling: fold LoRA adapters into the base weights first (faster, same outputs up to rounding)")
     official_decode: bool = Field(

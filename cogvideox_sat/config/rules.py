@@ -258,8 +258,13 @@ def _checkpoint_folder_problems(ctx: RunContext, key: str, load: str) -> Iterato
         yield _p(ctx, key, f"checkpoint folder '{load}' does not exist", "point it at the released `transformer` folder or a training run's folder")
         return
     latest = folder / "latest"
+    if key == "args.load" and not latest.is_file():
+        from cogvideox_sat.io.diffusers_import import is_diffusers_transformer
+
+        if is_diffusers_transformer(folder):  # converted in memory when loaded
+            return
     if not latest.is_file():
-        yield _p(ctx, key, f"'{load}' has no `latest` file", "point it at the folder that holds `latest` and `<iteration>/mp_rank_00_model_states.pt`")
+        yield _p(ctx, key, f"'{load}' has no `latest` file", "point it at the folder that holds `latest` and `<iteration>/mp_rank_00_model_states.pt`, or a diffusers transformer folder")
         return
     from cogvideox_sat.io.sat_checkpoint import states_file_in
 

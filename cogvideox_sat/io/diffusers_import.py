@@ -123,6 +123,11 @@ def read_vae(path: str | os.PathLike[str]) -> DiffusersComponent:
     return DiffusersComponent(folder, config, sat, sorted(set(origin.values())))
 
 
+def derived_keys(model_state: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> set[str]:
+    """Keys of `model_state` that a converted diffusers `state` lacks by design (see `derived_tensors`)."""
+    return {k for k in (LEGACY_TABLE, SINCOS_TABLE) if k in model_state and k not in state}
+
+
 def derived_tensors(model_on_meta: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The tables a SAT checkpoint holds but diffusers does not: the 2B sin-cos table (computed
     as the DiT computes it) and RoPE models' unused `transformer.position_embeddings` (zeros, as

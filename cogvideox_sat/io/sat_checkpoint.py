@@ -111,6 +111,8 @@ def load_sat_checkpoint(
 ) -> LoadReport:
     """Load a released/SAT-saved checkpoint into `model` (a `DiffusionTransformer` by default).
 
+    `load_dir` may also be a diffusers transformer (or pipeline) folder: converted in memory with
+    the same report; the tables diffusers does not store keep the model's values.
     Keys under `prefix` are loaded, other sub-models' keys are counted and ignored. Conv-layout
     patch embeddings are reshaped and base weights go into LoRA-wrapped layers (see
     `dit_keys`). `required`: the model keys the checkpoint must hold when it holds only some
@@ -118,8 +120,18 @@ def load_sat_checkpoint(
     Strict (default): raises `CheckpointMismatchError` listing every missing, unexpected or
     mis-shaped key before touching the model; lenient: loads what matches.
     """
-    path = resolve_checkpoint_file(load_dir, iteration)
-    state, ignored = split_prefix(read_module_state(path, weights_only=weights_only), prefix)
+    from .diffusers_import import derived_keys, is_diffusers_transformer, read_transformer
+
+    derived: set[str] = set()
+    if is_diffusers_transformer(load_dir):  # converted in memory; the DiT keeps its own derived tables
+        imported = read_transformer(load_dir)
+        source, state, ignored = imported.describe(), imported.state, {}
+        derived = derived_keys(model.state_dict(), state)
+    else:
+        path = resolve_checkpoint_file(load_dir, iteration)
+        source = str(path)
+        state, ignored = split_prefix(read_module_state(path, weights_only=weights_only), prefix)
     adapted, renames, keep_ok = adapt_dit_state_dict(state, model.state_dict())
-    report = LoadReport(source=str(path), remapped=renames, ignored=ignored)
+    keep_ok |= derived
+    report = LoadReport(source=source, remapped=renames, ignored=ignored)
     return load_state_dict_with_report(model, adapted, strict=strict, keep_ok=keep_ok, required=required, report=report)

@@ -1,7 +1,8 @@
 """Transformer weights for sampling: a base checkpoint, optionally a LoRA-only one on top.
 
-- `load` (args.load): a released SAT `transformer` folder, a full fine-tune, or an official
-  LoRA run (those hold the base weights and the adapters together).
+- `load` (args.load): a released SAT `transformer` folder, a full fine-tune, an official
+  LoRA run (those hold the base weights and the adapters together), or a diffusers transformer
+  folder (converted in memory).
 - `lora_load`: a LoRA run of ours, whose checkpoints hold only the adapter matrices (the
   frozen base stays out of them); it is applied on top of `load`.
 
@@ -38,7 +39,12 @@ class LoraCheckpointError(ValueError):
 
 
 def dit_state(folder: str | os.PathLike) -> tuple[Path, dict[str, torch.Tensor]]:
-    """(model-states file, DiT tensors without the `model.diffusion_model.` prefix)."""
+    """(model-states file, DiT tensors without the `model.diffusion_model.` prefix); a diffusers
+    transformer folder is converted in memory."""
+    from cogvideox_sat.io.diffusers_import import is_diffusers_transformer, read_transformer
+
+    if is_diffusers_transformer(folder):
+        return Path(folder), read_transformer(folder).state
     path = resolve_checkpoint_file(folder)
     # our own run folders carry numpy RNG state in the same file: full unpickling (trusted files)
     state, _ = split_prefix(read_module_state(path, weights_only=False), DIT_PREFIX)

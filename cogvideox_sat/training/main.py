@@ -122,6 +122,10 @@ def build_engine(args: argparse.Namespace, resume_from: Optional[Path]) -> torch
     if args.load and (resume_from is None or Path(args.load).resolve() != Path(resume_from).resolve()):
         report = load_transformer(engine, args.load, lenient=args.force_train)
         print(report.summary(), flush=True)
+        if getattr(args, "lora_load", None):  # continue training these adapters on that base
+            from cogvideox_sat.sampling.weights import load_lora
+
+            print(load_lora(engine, args.lora_load).summary(), flush=True)
     engine.disable_untrainable_params()
     if not args.save_frozen_weights:
         exclude_frozen_modules_from_state_dict(engine)
