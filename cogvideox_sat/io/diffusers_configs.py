@@ -151,7 +151,17 @@ def diffusers_preset(config: Mapping[str, Any]) -> str:
 def network_from_diffusers(config: Mapping[str, Any], network_config: Mapping[str, Any], source: str = "config.json") -> dict[str, Any]:
     """The SAT `network_config` of a `CogVideoXTransformer3DModel` config, built on
     `network_config` (the preset's). Raises `ConversionError` naming each key of `config` that
-    the SAT DiT would not reproduce."""
+    the SAT DiT would not reproduce, or that it lacks."""
+    try:
+        net = _network_from_diffusers(config, network_config)
+    except KeyError as err:
+        raise ConversionError(f"{source}: no {err.args[0]!r}, which a CogVideoXTransformer3DModel config has") from err
+    tables = not config["use_rotary_positional_embeddings"] or config.get("use_learned_positional_embeddings")
+    _check_round_trip(config, transformer_config(build_dit_on_meta(net)), source, skip=() if tables else _RUNTIME_ONLY)
+    return net
+
+
+def _network_from_diffusers(config: Mapping[str, Any], network_config: Mapping[str, Any]) -> dict[str, Any]:
     net = copy.deepcopy(_plain(network_config))
     params, modules = net["params"], net["params"]["modules"]
     heads, head_dim = int(config["num_attention_heads"]), int(config["attention_head_dim"])
@@ -190,13 +200,15 @@ def network_from_diffusers(config: Mapping[str, Any], network_config: Mapping[st
             width_interpolation=float(config["spatial_interpolation_scale"]),
             time_interpolation=float(config["temporal_interpolation_scale"]),
         )
-    _check_round_trip(config, transformer_config(build_dit_on_meta(net)), source, skip=() if tables else _RUNTIME_ONLY)
     return net
 
 
 def first_stage_from_diffusers(config: Mapping[str, Any], first_stage_config: Mapping[str, Any], source: str = "config.json") -> dict[str, Any]:
     """The SAT `first_stage_config` of an `AutoencoderKLCogVideoX` config, built on the preset's."""
     stage = copy.deepcopy(_plain(first_stage_config))
+    missing = [k for k in ("block_out_channels", "layers_per_block", "latent_channels", "in_channels", "out_channels") if k not in config]
+    if missing:
+        raise ConversionError(f"{source}: no {', '.join(missing)}, which an AutoencoderKLCogVideoX config has")
     channels = [int(c) for c in config["block_out_channels"]]
     ch = channels[0]
     if any(c % ch for c in channels):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _tools_testkit import REPO, load_tool, model_yaml, save_engine_checkpoint, tiny_dit, tiny_vae
+from _tools_testkit import REPO, load_tool, model_yaml, tiny_dit, tiny_vae
 from safetensors.torch import load_file, save_file
 
 from cogvideox_sat.config import load_configs
@@ -122,9 +122,9 @@ def test_sharded_pipeline_folder_with_vae_t5_and_validating_config(tmp_path):
     # a pipeline folder as the hub holds them: transformer in shards, vae, text_encoder, tokenizer
     t5 = make_tiny_t5(tmp_path / "t5", d_model=32)
     vae = tiny_vae()
-    SAT_VAE = tmp_path / "3d-vae.pt"
-    torch.save({"state_dict": vae.state_dict()}, SAT_VAE)
-    assert run(SAT2HF, "--config", model_yaml(tmp_path / "m.yaml", "5b_i2v"), "--vae_ckpt_path", SAT_VAE, "--output_path", tmp_path / "hfvae") == 0
+    sat_vae = tmp_path / "3d-vae.pt"
+    torch.save({"state_dict": vae.state_dict()}, sat_vae)
+    assert run(SAT2HF, "--config", model_yaml(tmp_path / "m.yaml", "5b_i2v"), "--vae_ckpt_path", sat_vae, "--output_path", tmp_path / "hfvae") == 0
     hf_vae = diffusers.AutoencoderKLCogVideoX.from_pretrained(str(tmp_path / "hfvae" / "vae"))
     pipe = diffusers.CogVideoXImageToVideoPipeline(
         tokenizer=T5Tokenizer.from_pretrained(str(t5)), text_encoder=T5EncoderModel.from_pretrained(str(t5)),
@@ -291,7 +291,6 @@ def test_refusals(tmp_path, capsys):
     # a folder of the wrong kind
     err = refused(tmp_path, capsys, "--transformer_path", tmp_path)
     assert "neither a diffusers model folder (config.json) nor a pipeline folder" in err
-    save_engine_checkpoint(tmp_path / "satckpt", tiny_dit("5b"))
     err = refused(tmp_path, capsys, "--transformer_path", tmp_path / "hf", "--vae_path", tmp_path / "hf")
     assert f"{tmp_path / 'hf' / 'config.json'}: _class_name is 'CogVideoXTransformer3DModel', expected AutoencoderKLCogVideoX" in err
 
@@ -317,3 +316,15 @@ def test_refusals(tmp_path, capsys):
     save_file(lora, str(tmp_path / "pytorch_lora_weights.safetensors"))
     err = refused(tmp_path, capsys, "--transformer_path", tmp_path / "hf", "--lora_path", tmp_path / "pytorch_lora_weights.safetensors")
     assert "transformer_blocks.0.norm1.linear" in err and "does not wrap" in err
+
+
+def test_config_values_sat_cannot_reproduce(tmp_path, capsys):
+    diffusers_model("5b").save_pretrained(str(tmp_path / "hf"))
+    config_file = tmp_path / "hf" / "config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "activation_fn": "gelu", "norm_elementwise_affine": True}))
+    err = refused(tmp_path, capsys, "--transformer_path", tmp_path / "hf")
+    assert f"{config_file}: the SAT model cannot reproduce activation_fn: 'gelu'" in err
+    del config["num_layers"]
+    config_file.write_text(json.dumps(config))
+    assert "no 'num_layers'" in refused(tmp_path, capsys, "--transformer_path", tmp_path / "hf")
