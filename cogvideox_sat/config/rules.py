@@ -251,6 +251,17 @@ def ignored_loss_scale_keys(ctx: RunContext) -> Iterator[Problem]:
             yield _p(ctx, f"deepspeed.{key}", "DeepSpeed ignores this key at the top level (the official sft.yaml puts it there)", f"move it under deepspeed.fp16.{key} if you use fp16", warning=True)
 
 
+@rule
+def ema_optimizer(ctx: RunContext) -> Iterator[Problem]:
+    """FusedEmaAdam's EMA keys: a decay in (0, 1), and only on an optimizer that keeps an EMA."""
+    from cogvideox_sat.training.ema import ema_problems
+
+    optimizer = ctx.deepspeed.get("optimizer")
+    if isinstance(optimizer, dict):
+        for key, message, fix in ema_problems(optimizer):
+            yield _p(ctx, f"deepspeed.optimizer.{key}", message, fix)
+
+
 # ---- paths -------------------------------------------------------------------------------
 def _checkpoint_folder_problems(ctx: RunContext, key: str, load: str) -> Iterator[Problem]:
     folder = Path(load)
