@@ -148,6 +148,11 @@ class OurArgs(_Group):
         description="sampling: a LoRA-only run folder of ours (holds `latest`) applied on top of args.load, the base transformer",
     )
     lora_merge: bool = Field(False, description="sampling: fold LoRA adapters into the base weights first (faster, same outputs up to rounding)")
+    ema: bool = Field(
+        False,
+        description="sampling: use the EMA weights (<latest>-ema) of the run folder: args.lora_load if given, else args.load "
+        "(or pass the <run>/<n>-ema folder itself)",
+    )
     official_decode: bool = Field(
         False,
         description="sampling: decode like the official sample_video.py (drops latent frame 0: 13 latents -> 48 frames); "

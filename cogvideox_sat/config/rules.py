@@ -268,15 +268,28 @@ def _checkpoint_folder_problems(ctx: RunContext, key: str, load: str) -> Iterato
     if not folder.is_dir():
         yield _p(ctx, key, f"checkpoint folder '{load}' does not exist", "point it at the released `transformer` folder or a training run's folder")
         return
+    from cogvideox_sat.io.sat_checkpoint import ema_checkpoint_folder, states_file_in
+
+    if states_file_in(folder) is not None:  # an iteration folder such as `<run>/<n>-ema`
+        return
+    if ctx.args is not None and ctx.args.ema and key == _ema_key(ctx):
+        try:
+            ema_checkpoint_folder(folder)
+        except FileNotFoundError as err:
+            yield _p(ctx, "args.ema", str(err), "drop --ema, or train with deepspeed.optimizer.type: sat.ops.FusedEmaAdam")
+        return
     latest = folder / "latest"
     if not latest.is_file():
         yield _p(ctx, key, f"'{load}' has no `latest` file", "point it at the folder that holds `latest` and `<iteration>/mp_rank_00_model_states.pt`")
         return
-    from cogvideox_sat.io.sat_checkpoint import states_file_in
-
     tag = latest.read_text().strip()
     if states_file_in(folder / tag) is None:
         yield _p(ctx, key, f"`latest` says '{tag}' but '{folder / tag / 'mp_rank_00_model_states.pt'}' is missing", "complete the download or fix `latest`")
+
+
+def _ema_key(ctx: RunContext) -> str:
+    """The checkpoint key `args.ema` applies to: the LoRA run when one is given, else `load`."""
+    return "args.lora_load" if ctx.args.lora_load else "args.load"
 
 
 @rule

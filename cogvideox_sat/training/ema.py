@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-EMA_SUFFIX = "-ema"
+from cogvideox_sat.io.sat_checkpoint import EMA_SUFFIX
+
 DEFAULT_DECAY = 0.9999
 # optimizer types that keep an EMA, and the optimizer params that only they accept
 EMA_OPTIMIZERS = ("sat.ops.FusedEmaAdam", "FusedEmaAdam")

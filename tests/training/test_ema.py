@@ -110,3 +110,51 @@ def test_resumed_run_has_the_uninterrupted_runs_ema_bit_for_bit(tmp_path: Path) 
     assert resumed["ema"]["num_updates"] == 4
     for key, value in ema["module"].items():
         assert torch.equal(resumed["module"][key], value), key
+
+
+# ---- the EMA weights reach sampling and the tools ---------------------------------------------
+def _fake_run(root: Path, with_ema: bool = True) -> Path:
+    for tag in ("2", "2-ema") if with_ema else ("2",):
+        (root / tag).mkdir(parents=True)
+        torch.save({"module": {"w": torch.ones(1)}}, root / tag / "mp_rank_00_model_states.pt")
+    (root / "latest").write_text("2")
+    return root
+
+
+def test_ema_flag_picks_the_latest_ema_folder_of_the_lora_run_else_the_base(tmp_path: Path) -> None:
+    from cogvideox_sat.io.sat_checkpoint import ema_weights
+
+    run = _fake_run(tmp_path / "run")
+    assert ema_weights("base", str(run), True, verbose=False) == ("base", str(run / "2-ema"))
+    assert ema_weights(str(run), None, True, verbose=False) == (str(run / "2-ema"), None)
+    assert ema_weights(str(run / "2-ema"), None, True, verbose=False) == (str(run / "2-ema"), None)
+    assert ema_weights(str(run), None, False) == (str(run), None)
+    with pytest.raises(FileNotFoundError, match="FusedEmaAdam"):
+        ema_weights(str(_fake_run(tmp_path / "plain", with_ema=False)), None, True)
+
+
+def test_sampling_accepts_an_ema_folder_and_checks_the_ema_flag(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path / "run")
+    assert run_with(tmp_path, {"args": {"load": str(run / "2-ema")}}, kind="sample").ok
+    assert run_with(tmp_path, {"args": {"load": str(run), "ema": True}}, kind="sample").ok
+    plain = _fake_run(tmp_path / "plain", with_ema=False)
+    bad = run_with(tmp_path, {"args": {"load": str(plain), "ema": True}}, kind="sample")
+    (msg,) = messages(bad, "args.ema")
+    assert not bad.ok and "2-ema" in msg
+
+
+def test_tools_take_the_ema_weights(tmp_path: Path) -> None:
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    run = _fake_run(tmp_path / "run")
+    tools = {}
+    for name in ("convert_weight_sat2hf", "export_sat_lora_weight"):
+        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+        tools[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tools[name])
+    args = tools["convert_weight_sat2hf"].parse_args(["--transformer_ckpt_path", str(run), "--output_path", "x", "--ema"])
+    assert args.transformer_ckpt_path == str(run / "2-ema")
+    args = tools["export_sat_lora_weight"].parse_args(["--sat_pt_path", str(run), "--lora_save_directory", "x", "--ema"])
+    assert args.sat_pt_path == str(run / "2-ema")
