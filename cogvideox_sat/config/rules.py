@@ -262,6 +262,44 @@ def ema_optimizer(ctx: RunContext) -> Iterator[Problem]:
             yield _p(ctx, f"deepspeed.optimizer.{key}", message, fix)
 
 
+# ---- keys that do nothing here, or whose absence of effect would change results ------------------
+def _declared_problem(ctx: RunContext, key: str, value: object) -> Iterator[Problem]:
+    from cogvideox_sat.config.keys import behaviour
+
+    declared = behaviour(key)
+    if declared.kind == "acts" or value in declared.neutral:
+        return
+    if declared.kind == "warn":
+        yield _p(ctx, key, f"{value!r} has no effect here; what acts instead: {declared.does}", "remove it", warning=True)
+    else:
+        yield _p(ctx, key, f"{value!r} cannot be honoured", declared.does)
+
+
+@rule
+def declared_key_behaviour(ctx: RunContext) -> Iterator[Problem]:
+    """One warning per inert key the configs set, one error per key whose effect is missing here
+    (the table is cogvideox_sat.config.keys)."""
+    from cogvideox_sat.config.keys import TARGET_PARAMS
+
+    if ctx.args is not None:
+        for name in sorted(ctx.args.model_fields_set - {"base"}):
+            yield from _declared_problem(ctx, f"args.{name}", getattr(ctx.args, name))
+    for name in ctx.model or {}:
+        if name in _engine_key_names():
+            yield from _declared_problem(ctx, f"model.{name}", ctx.model[name])
+    for suffix in TARGET_PARAMS:
+        block, _, param = suffix.rpartition(".params.")
+        params = ((ctx.model or {}).get(block) or {}).get("params") or {}
+        if param in params:
+            yield from _declared_problem(ctx, f"model.{suffix}", params[param])
+
+
+def _engine_key_names() -> frozenset[str]:
+    from cogvideox_sat.config.keys import MODEL
+
+    return frozenset(MODEL)
+
+
 # ---- paths -------------------------------------------------------------------------------
 def _checkpoint_folder_problems(ctx: RunContext, key: str, load: str) -> Iterator[Problem]:
     folder = Path(load)

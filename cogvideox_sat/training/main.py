@@ -25,7 +25,7 @@ from cogvideox_sat.training.data import BatchStream, build_datasets, build_loade
 from cogvideox_sat.training.ema import WeightEma, adam_params, ema_settings, ema_tag, has_ema
 from cogvideox_sat.training.loop import LoopConfig, LoopState, run_loop
 from cogvideox_sat.training.metrics import MetricsLogger
-from cogvideox_sat.training.reshard import data_position, prepare_resume, restore_rank_rng
+from cogvideox_sat.training.reshard import data_position, prepare_resume, reseed_rank, restore_rank_rng
 from cogvideox_sat.training.rng import seed_everything
 from cogvideox_sat.training.schedule import LRSchedule, build_scheduler
 from cogvideox_sat.training.setup import RunPlacement, init_distributed
@@ -190,7 +190,7 @@ def train(args: argparse.Namespace) -> LoopState:
 
     # 1. data
     train_set = build_datasets(args, args.train_data)
-    loader, sampler = build_loader(train_set, args.batch_size, args.num_workers, placement.dp_rank, placement.dp_world_size, args.seed)
+    loader, sampler = build_loader(train_set, args.batch_size, args.num_workers, placement.dp_rank, placement.dp_world_size, args.seed, prefetch_factor=args.prefetch_factor)
     stream = BatchStream(loader, sampler)
     valid_stream = None
     if args.eval_interval and args.valid_data:
@@ -228,9 +228,13 @@ def train(args: argparse.Namespace) -> LoopState:
         state.iteration = int(client["iteration"])
         state.skipped.update(client.get("skipped", {}))
         stream.load_state_dict(data_position(client, placement.dp_world_size))
-        exact = restore_rank_rng(client, placement.rank, placement.world_size, placement.dp_rank, args.seed, state.iteration)
+        if args.no_load_rng:  # as SAT's no_load_rng: fresh random streams, one per data-parallel rank
+            reseed_rank(args.seed, placement.dp_rank, state.iteration)
+            exact = False
+        else:
+            exact = restore_rank_rng(client, placement.rank, placement.world_size, placement.dp_rank, args.seed, state.iteration)
         if placement.is_main:
-            note = "" if exact else " (another process count: random streams reseeded)"
+            note = "" if exact else " (no_load_rng or another process count: random streams reseeded)"
             print(f"resumed from {resume_from} at iteration {state.iteration}{note}", flush=True)
     ema = start_ema(ds_engine, args.deepspeed_config, resume_from, read_latest(resume_from) if resume_from is not None else None)
 
