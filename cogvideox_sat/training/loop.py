@@ -114,7 +114,9 @@ def precision_record(ds_engine: Any) -> dict[str, float]:
         return {}
     record: dict[str, float] = {"overflow_skipped": int(ds_engine.skipped_steps)}
     optimizer = ds_engine.optimizer
-    scale = getattr(optimizer, "cur_scale", None) or getattr(optimizer, "loss_scale", None)
+    # ZeRO-1/2: `cur_scale`; ZeRO-3: `loss_scale`; DeepSpeed's ZeRO-0 fp16 optimizer: its loss_scale_config
+    holders = (optimizer, getattr(optimizer, "loss_scale_config", None))
+    scale = next((getattr(h, a) for h in holders for a in ("cur_scale", "loss_scale") if h is not None and isinstance(getattr(h, a, None), (int, float, torch.Tensor))), None)
     if scale is not None:
         record["loss_scale"] = float(scale)
     return record
