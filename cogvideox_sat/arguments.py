@@ -149,6 +149,11 @@ class OurArgs(_Group):
         "(sampling; training: the adapters to continue from, e.g. a diffusers LoRA converted by tools/convert_weight_hf2sat.py)",
     )
     lora_merge: bool = Field(False, description="sampling: fold LoRA adapters into the base weights first (faster, same outputs up to rounding)")
+    ema: bool = Field(
+        False,
+        description="sampling: use the EMA weights (<latest>-ema) of the run folder: args.lora_load if given, else args.load "
+        "(or pass the <run>/<n>-ema folder itself)",
+    )
     official_decode: bool = Field(
         False,
         description="sampling: decode like the official sample_video.py (drops latent frame 0: 13 latents -> 48 frames); "

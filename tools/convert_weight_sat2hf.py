@@ -55,6 +55,7 @@ from cogvideox_sat.io.diffusers_export import (  # noqa: E402
     write_model_index,
 )
 from cogvideox_sat.io.lora_state import find_training_config, lora_params, merge_lora_state  # noqa: E402
+from cogvideox_sat.io.sat_checkpoint import ema_weights  # noqa: E402
 from cogvideox_sat.io.zero_checkpoint import is_zero_checkpoint  # noqa: E402
 
 T5_ID = "google/t5-v1_1-xxl"
@@ -86,7 +87,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--typecast_text_encoder", action="store_true", help="save the T5 in --fp16/--bf16 too")
     p.add_argument("--max_shard_size", default="5GB", help="largest safetensors shard")
     p.add_argument("--push_to_hub", action="store_true", help="not supported: upload the folder yourself")
-    return p.parse_args(argv)
+    p.add_argument("--ema", action="store_true", help="convert the EMA weights (<latest>-ema) of the run folder: --lora_ckpt_path if given, else --transformer_ckpt_path (or pass the <run>/<n>-ema folder itself)")
+    args = p.parse_args(argv)
+    if args.ema:
+        try:
+            args.transformer_ckpt_path, args.lora_ckpt_path = ema_weights(args.transformer_ckpt_path, args.lora_ckpt_path, True)
+        except FileNotFoundError as err:
+            p.error(str(err))
+    return args
 
 
 def model_section(args: argparse.Namespace) -> tuple[dict[str, Any], str, bool]:

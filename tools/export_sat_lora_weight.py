@@ -26,6 +26,7 @@ from cogvideox_sat.io.diffusers_configs import ConversionError  # noqa: E402
 from cogvideox_sat.io.diffusers_export import dit_part, read_state  # noqa: E402
 from cogvideox_sat.io.diffusers_keys import sat_lora_to_diffusers  # noqa: E402
 from cogvideox_sat.io.lora_state import find_training_config, lora_params, lora_rank  # noqa: E402
+from cogvideox_sat.io.sat_checkpoint import ema_checkpoint_folder  # noqa: E402
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # the name diffusers' loaders look for
 
@@ -37,7 +38,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", nargs="+", help="SAT model config(s) with the lora_config the adapters were trained with")
     p.add_argument("--lora_alpha", type=float, help="LoRA alpha (overrides the config; SAT's default is 1)")
     p.add_argument("--weight_name", default=WEIGHT_NAME, help="file name inside --lora_save_directory")
-    return p.parse_args(argv)
+    p.add_argument("--ema", action="store_true", help="export the EMA adapters (<latest>-ema) of the run folder --sat_pt_path")
+    args = p.parse_args(argv)
+    if args.ema:
+        try:
+            args.sat_pt_path = str(ema_checkpoint_folder(args.sat_pt_path))
+        except FileNotFoundError as err:
+            p.error(str(err))
+    return args
 
 
 def resolve_alpha(args: argparse.Namespace) -> tuple[float, str]:

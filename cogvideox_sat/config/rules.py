@@ -251,11 +251,70 @@ def ignored_loss_scale_keys(ctx: RunContext) -> Iterator[Problem]:
             yield _p(ctx, f"deepspeed.{key}", "DeepSpeed ignores this key at the top level (the official sft.yaml puts it there)", f"move it under deepspeed.fp16.{key} if you use fp16", warning=True)
 
 
+@rule
+def ema_optimizer(ctx: RunContext) -> Iterator[Problem]:
+    """FusedEmaAdam's EMA keys: a decay in (0, 1), and only on an optimizer that keeps an EMA."""
+    from cogvideox_sat.training.ema import ema_problems
+
+    optimizer = ctx.deepspeed.get("optimizer")
+    if isinstance(optimizer, dict):
+        for key, message, fix in ema_problems(optimizer):
+            yield _p(ctx, f"deepspeed.optimizer.{key}", message, fix)
+
+
+# ---- keys that do nothing here, or whose absence of effect would change results ------------------
+def _declared_problem(ctx: RunContext, key: str, value: object) -> Iterator[Problem]:
+    from cogvideox_sat.config.keys import behaviour
+
+    declared = behaviour(key)
+    if declared.kind == "acts" or value in declared.neutral:
+        return
+    if declared.kind == "warn":
+        yield _p(ctx, key, f"{value!r} has no effect here; what acts instead: {declared.does}", "remove it", warning=True)
+    else:
+        yield _p(ctx, key, f"{value!r} cannot be honoured", declared.does)
+
+
+@rule
+def declared_key_behaviour(ctx: RunContext) -> Iterator[Problem]:
+    """One warning per inert key the configs set, one error per key whose effect is missing here
+    (the table is cogvideox_sat.config.keys)."""
+    from cogvideox_sat.config.keys import TARGET_PARAMS
+
+    if ctx.args is not None:
+        for name in sorted(ctx.args.model_fields_set - {"base"}):
+            yield from _declared_problem(ctx, f"args.{name}", getattr(ctx.args, name))
+    for name in ctx.model or {}:
+        if name in _engine_key_names():
+            yield from _declared_problem(ctx, f"model.{name}", ctx.model[name])
+    for suffix in TARGET_PARAMS:
+        block, _, param = suffix.rpartition(".params.")
+        params = ((ctx.model or {}).get(block) or {}).get("params") or {}
+        if param in params:
+            yield from _declared_problem(ctx, f"model.{suffix}", params[param])
+
+
+def _engine_key_names() -> frozenset[str]:
+    from cogvideox_sat.config.keys import MODEL
+
+    return frozenset(MODEL)
+
+
 # ---- paths -------------------------------------------------------------------------------
 def _checkpoint_folder_problems(ctx: RunContext, key: str, load: str) -> Iterator[Problem]:
     folder = Path(load)
     if not folder.is_dir():
         yield _p(ctx, key, f"checkpoint folder '{load}' does not exist", "point it at the released `transformer` folder or a training run's folder")
+        return
+    from cogvideox_sat.io.sat_checkpoint import ema_checkpoint_folder, states_file_in
+
+    if states_file_in(folder) is not None:  # an iteration folder such as `<run>/<n>-ema`
+        return
+    if ctx.args is not None and ctx.args.ema and key == _ema_key(ctx):
+        try:
+            ema_checkpoint_folder(folder)
+        except FileNotFoundError as err:
+            yield _p(ctx, "args.ema", str(err), "drop --ema, or train with deepspeed.optimizer.type: sat.ops.FusedEmaAdam")
         return
     latest = folder / "latest"
     if key == "args.load" and not latest.is_file():
@@ -266,11 +325,14 @@ def _checkpoint_folder_problems(ctx: RunContext, key: str, load: str) -> Iterato
     if not latest.is_file():
         yield _p(ctx, key, f"'{load}' has no `latest` file", "point it at the folder that holds `latest` and `<iteration>/mp_rank_00_model_states.pt`, or a diffusers transformer folder")
         return
-    from cogvideox_sat.io.sat_checkpoint import states_file_in
-
     tag = latest.read_text().strip()
     if states_file_in(folder / tag) is None:
         yield _p(ctx, key, f"`latest` says '{tag}' but '{folder / tag / 'mp_rank_00_model_states.pt'}' is missing", "complete the download or fix `latest`")
+
+
+def _ema_key(ctx: RunContext) -> str:
+    """The checkpoint key `args.ema` applies to: the LoRA run when one is given, else `load`."""
+    return "args.lora_load" if ctx.args.lora_load else "args.load"
 
 
 @rule

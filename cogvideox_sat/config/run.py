@@ -124,6 +124,20 @@ def validate_run(
     return ValidatedRun(kind, loaded, ctx.args, problems)
 
 
+CHECKPOINT_ARGS = ("checkpoint_activations", "checkpoint_num_layers", "checkpoint_skip_layers")
+
+
+def apply_checkpoint_args(model_config: DictConfig, args: RunArgs) -> None:
+    """`args.checkpoint_*` set in a config or on the command line override the DiT's
+    `transformer_args` (SAT's transformer reads them there; officially both places had to agree)."""
+    block = OmegaConf.select(model_config, "network_config.params")
+    if block is None:
+        return
+    for name in CHECKPOINT_ARGS:
+        if name in args.model_fields_set:
+            OmegaConf.update(block, f"transformer_args.{name}", getattr(args, name), force_add=True)
+
+
 def to_namespace(run: ValidatedRun) -> argparse.Namespace:
     """The argument namespace the engine and training loop read, as the official get_args builds it.
 
@@ -135,6 +149,7 @@ def to_namespace(run: ValidatedRun) -> argparse.Namespace:
     ns = argparse.Namespace(**run.args.model_dump())
     merged: DictConfig = run.loaded.merged
     ns.model_config = merged.get("model", OmegaConf.create())
+    apply_checkpoint_args(ns.model_config, run.args)
     ns.data_config = merged.get("data")
     ns.log_config = [OmegaConf.to_container(OmegaConf.load(p)) for p in run.loaded.files]
     ns.log_config_merged = OmegaConf.to_container(OmegaConf.create(run.merged_yaml()))

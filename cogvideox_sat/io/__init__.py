@@ -22,7 +22,9 @@ from .dit_keys import adapt_dit_state_dict
 from .load_report import CheckpointMismatchError, LoadReport, load_state_dict_with_report
 from .sat_checkpoint import (
     DIT_PREFIX,
+    EMA_SUFFIX,
     MODEL_STATES,
+    ema_checkpoint_folder,
     load_sat_checkpoint,
     read_module_state,
     resolve_checkpoint_file,
@@ -32,9 +34,11 @@ from .sat_checkpoint import (
 __all__ = [
     "CheckpointMismatchError",
     "DIT_PREFIX",
+    "EMA_SUFFIX",
     "LoadReport",
     "MODEL_STATES",
     "adapt_dit_state_dict",
+    "ema_checkpoint_folder",
     "load_sat_checkpoint",
     "load_state_dict_with_report",
     "read_module_state",

@@ -26,6 +26,43 @@ MODEL_STATES = "mp_rank_00_model_states.pt"
 MODEL_STATES_FILES = (MODEL_STATES, "zero_pp_rank_0_mp_rank_00_model_states.pt")
 
 
+# A run trained with an EMA optimizer (sat.ops.FusedEmaAdam) saves the EMA weights of iteration
+# <n> as tag `<n>-ema` beside `<n>`; `latest` keeps naming `<n>`.
+EMA_SUFFIX = "-ema"
+
+
+def ema_checkpoint_folder(run: str | os.PathLike[str]) -> Path:
+    """`<run>/<latest>-ema`: the EMA weights of a run folder's newest checkpoint. A folder that
+    already holds a model-states file (e.g. `<run>/<n>-ema` itself) is returned as it is."""
+    path = Path(run)
+    if states_file_in(path) is not None or path.name.endswith(EMA_SUFFIX):
+        return path
+    latest = path / "latest"
+    if not latest.is_file():
+        raise FileNotFoundError(f"--ema: {path} has no `latest` file; give the run folder or its <n>-ema folder")
+    folder = path / f"{latest.read_text().strip()}{EMA_SUFFIX}"
+    if states_file_in(folder) is None:
+        raise FileNotFoundError(
+            f"--ema: {folder} does not exist; the run was not trained with an EMA optimizer "
+            "(deepspeed.optimizer.type: sat.ops.FusedEmaAdam) or its EMA was not saved"
+        )
+    return folder
+
+
+def ema_weights(base: str | None, lora: str | None, ema: bool, verbose: bool = True) -> tuple[str | None, str | None]:
+    """(base, lora) checkpoint paths with `--ema` applied: the run folder of ours (the LoRA run when
+    given, else the base) replaced by its `<latest>-ema` folder."""
+    if not ema:
+        return base, lora
+    if lora:
+        lora = str(ema_checkpoint_folder(lora))
+    elif base:
+        base = str(ema_checkpoint_folder(base))
+    if verbose:
+        print(f"--ema: using the EMA weights of {lora or base}", flush=True)
+    return base, lora
+
+
 def states_file_in(folder: Path) -> Path | None:
     """The model-states file inside an iteration folder, under either DeepSpeed name."""
     return next((folder / name for name in MODEL_STATES_FILES if (folder / name).is_file()), None)

@@ -27,6 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from cogvideox_sat.io.sat_checkpoint import ema_weights
 from cogvideox_sat.registry import allow_any_target
 from cogvideox_sat.sampling.conditioning import image_concat, prompt_conditions
 from cogvideox_sat.sampling.decoding import decode_samples
@@ -68,7 +69,8 @@ def build_sampling_engine(args: argparse.Namespace, device: torch.device, verbos
         engine = SATVideoDiffusionEngine(ns)
     check_task(engine, args.image2video)
     # 1. weights (float32 on the CPU, so a LoRA merge is exact before the cast)
-    reports = load_sampling_weights(engine, args.load, getattr(args, "lora_load", None), lenient=args.force_inference)
+    load, lora_load = ema_weights(args.load, getattr(args, "lora_load", None), getattr(args, "ema", False), verbose)
+    reports = load_sampling_weights(engine, load, lora_load, lenient=args.force_inference)
     for report in reports:
         if verbose or not report.ok:
             print(("" if report.ok else "WARNING: checkpoint does not match the model\n") + report.summary(), flush=True)

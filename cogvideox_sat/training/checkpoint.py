@@ -4,7 +4,8 @@ Layout (what official tools and released weights use): `<dir>/latest` holds the 
 `<dir>/<tag>/mp_rank_00_model_states.pt` holds `{"module": state_dict, ...}`. DeepSpeed writes the
 tag folder (module, optimizer / ZeRO partitions, LR scheduler) and our `client_state` (iteration,
 RNG states, data position); we then move `latest` with an atomic rename, so a save killed halfway
-leaves the previous checkpoint as the one that loads.
+leaves the previous checkpoint as the one that loads. With an EMA optimizer (`training.ema`) the
+EMA weights go to `<dir>/<tag>-ema/` before `latest` moves; `latest` keeps naming `<tag>`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
+from cogvideox_sat.training.ema import EMA_SUFFIX, WeightEma, ema_tag
 from cogvideox_sat.training.reshard import UNIVERSAL_DIR, read_states
 
 LATEST = "latest"
@@ -63,6 +65,7 @@ def prune_old(folder: str | os.PathLike, keep_last: Optional[int]) -> list[int]:
     for tag in tags[:-keep_last]:
         if str(tag) != latest:
             shutil.rmtree(Path(folder) / str(tag), ignore_errors=True)
+            shutil.rmtree(Path(folder) / f"{tag}{EMA_SUFFIX}", ignore_errors=True)
             shutil.rmtree(Path(folder) / UNIVERSAL_DIR / str(tag), ignore_errors=True)  # its converted copy, if any
             removed.append(tag)
     return removed
@@ -83,8 +86,9 @@ def save_checkpoint(
     client_state: dict[str, Any],
     keep_last: Optional[int] = None,
     trainable_only: bool = True,
+    ema: Optional[WeightEma] = None,
 ) -> Path:
-    """Save iteration `iteration` under `folder`; every rank must call this."""
+    """Save iteration `iteration` under `folder` (and its EMA weights); every rank must call this."""
     assert_finite_trainable(ds_engine.module)
     folder = Path(folder)
     tag = str(iteration)
@@ -97,6 +101,12 @@ def save_checkpoint(
     )
     if dist.is_initialized():
         dist.barrier()
+    if ema is not None:
+        main = not dist.is_initialized() or dist.get_rank() == 0
+        weights = read_states(folder, tag)["module"] if main else {}
+        ema.save(weights, folder / ema_tag(tag) / MODEL_STATES, iteration)
+        if dist.is_initialized():
+            dist.barrier()
     if not dist.is_initialized() or dist.get_rank() == 0:
         write_latest(folder, tag)
         prune_old(folder, keep_last)

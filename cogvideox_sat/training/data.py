@@ -66,7 +66,9 @@ def build_datasets(args: argparse.Namespace, paths: Optional[list[str]]) -> Opti
     return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
 
 
-def build_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int, world_size: int, seed: int, shuffle: bool = True) -> tuple[DataLoader, Optional[Any]]:
+def build_loader(
+    dataset: Dataset, batch_size: int, num_workers: int, rank: int, world_size: int, seed: int, shuffle: bool = True, prefetch_factor: Optional[int] = None
+) -> tuple[DataLoader, Optional[Any]]:
     """A loader and its resumable sampler (None for streaming datasets, which cannot seek).
 
     Bucketed datasets (clips of several frame/size buckets) get a bucket batch sampler, so every
@@ -76,6 +78,7 @@ def build_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int,
 
     common = dict(
         num_workers=num_workers,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,  # batches per worker ahead (args.prefetch_factor)
         pin_memory=torch.cuda.is_available(),
         # its own generator: creating an iterator must not draw from the global RNG, or a resumed
         # run's noise would drift from an uninterrupted run's

@@ -107,6 +107,21 @@ def train_step(ds_engine: Any, stream: Any, device: torch.device, iteration: int
     return sum(losses) / len(losses)
 
 
+def precision_record(ds_engine: Any) -> dict[str, float]:
+    """fp16 loss scaling: the current loss scale and the optimizer steps skipped for overflow
+    (DeepSpeed's count, which its checkpoints carry across a resume)."""
+    if not ds_engine.fp16_enabled():
+        return {}
+    record: dict[str, float] = {"overflow_skipped": int(ds_engine.skipped_steps)}
+    optimizer = ds_engine.optimizer
+    # ZeRO-1/2: `cur_scale`; ZeRO-3: `loss_scale`; DeepSpeed's ZeRO-0 fp16 optimizer: its loss_scale_config
+    holders = (optimizer, getattr(optimizer, "loss_scale_config", None))
+    scale = next((getattr(h, a) for h in holders for a in ("cur_scale", "loss_scale") if h is not None and isinstance(getattr(h, a, None), (int, float, torch.Tensor))), None)
+    if scale is not None:
+        record["loss_scale"] = float(scale)
+    return record
+
+
 def _data_skips() -> dict[str, int]:
     """Bad-input counts of this process's datasets and their loader workers, by reason."""
     from cogvideox_sat.data import skip_counts
@@ -129,6 +144,7 @@ def run_loop(
     logger: MetricsLogger,
     device: torch.device,
     data_state: Callable[[], dict[str, Any]],
+    ema: Optional[Any] = None,
 ) -> LoopState:
     """Train from state.iteration to cfg.train_iters (or exit_interval more iterations)."""
     stop_at = cfg.train_iters
@@ -145,13 +161,15 @@ def run_loop(
             "data_parallel_size": distributed.get_data_parallel_world_size(),  # to remap `data` on another count
             "skipped": dict(state.skipped),
         }
-        path = save_checkpoint(ds_engine, run_dir, state.iteration, client, cfg.keep_last, cfg.trainable_only)
+        path = save_checkpoint(ds_engine, run_dir, state.iteration, client, cfg.keep_last, cfg.trainable_only, ema)
         if is_main:
             print(f"saved checkpoint {path}", flush=True)
 
     while state.iteration < stop_at:
         start = time.perf_counter()
         loss = train_step(ds_engine, stream, device, state.iteration, state, cfg)
+        if ema is not None and ds_engine.was_step_applied():  # an fp16 overflow step leaves the EMA alone
+            ema.update()
         _sync(device)
         state.iteration += 1
         step_s = time.perf_counter() - start
@@ -159,6 +177,9 @@ def run_loop(
             lr = ds_engine.get_lr()[0]
             loss = _mean_across_ranks(loss, device)
             record = {"loss": loss, "lr": lr, "step_s": round(step_s, 4)}
+            record.update(precision_record(ds_engine))
+            if ema is not None:
+                record["ema_updates"] = ema.num_updates
             if device.type == "cuda":
                 record["max_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
             skipped = {**_data_skips(), **{k: v for k, v in state.skipped.items() if v}}

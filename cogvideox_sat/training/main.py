@@ -20,11 +20,12 @@ from omegaconf import OmegaConf
 
 from cogvideox_sat import distributed
 from cogvideox_sat.registry import allow_any_target
-from cogvideox_sat.training.checkpoint import read_latest, resume_checkpoint
+from cogvideox_sat.training.checkpoint import MODEL_STATES, read_latest, resume_checkpoint
 from cogvideox_sat.training.data import BatchStream, build_datasets, build_loader
+from cogvideox_sat.training.ema import WeightEma, adam_params, ema_settings, ema_tag, has_ema
 from cogvideox_sat.training.loop import LoopConfig, LoopState, run_loop
 from cogvideox_sat.training.metrics import MetricsLogger
-from cogvideox_sat.training.reshard import data_position, prepare_resume, restore_rank_rng
+from cogvideox_sat.training.reshard import data_position, prepare_resume, reseed_rank, restore_rank_rng
 from cogvideox_sat.training.rng import seed_everything
 from cogvideox_sat.training.schedule import LRSchedule, build_scheduler
 from cogvideox_sat.training.setup import RunPlacement, init_distributed
@@ -57,18 +58,38 @@ def resolve_run_dir(args: argparse.Namespace) -> tuple[Path, Optional[Path]]:
 def optimizer_config(ds_config: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """DeepSpeed's config with the optimizer made runnable here.
 
-    The official sft.yaml names `sat.ops.FusedEmaAdam`, which needs SAT's CUDA build; it maps to
-    DeepSpeed's AdamW with the same hyper-parameters. On CPU DeepSpeed's fused Adam cannot run, so
-    torch's AdamW is used (`torch_adam`).
+    The official sft.yaml names `sat.ops.FusedEmaAdam` (AdamW + an EMA of the weights), whose
+    kernel needs SAT's CUDA build: DeepSpeed's AdamW runs the update with the same
+    hyper-parameters and `training.ema.WeightEma` keeps the EMA (its params are taken out here).
+    On CPU DeepSpeed's fused Adam cannot run, so torch's AdamW is used (`torch_adam`).
     """
     cfg = copy.deepcopy(ds_config)
     opt = cfg.setdefault("optimizer", {"type": "AdamW", "params": {}})
-    if str(opt.get("type", "")).startswith("sat."):
+    if has_ema(opt):
+        print(f"optimizer {opt['type']} -> DeepSpeed AdamW with the same parameters + our EMA of the weights", flush=True)
+        opt["type"], opt["params"] = "AdamW", adam_params(opt.get("params") or {})
+    elif str(opt.get("type", "")).startswith("sat."):
         print(f"optimizer {opt['type']} -> DeepSpeed AdamW with the same parameters", flush=True)
         opt["type"] = "AdamW"
     if device.type != "cuda" and opt["type"].lower() in ("adam", "adamw"):
         opt.setdefault("params", {})["torch_adam"] = True
     return cfg
+
+
+def start_ema(ds_engine: Any, ds_config: dict[str, Any], resume_from: Optional[Path], tag: Optional[str]) -> Optional[WeightEma]:
+    """The EMA of `deepspeed.optimizer` (None without one): from the weights the run starts from,
+    or, on resume, the shadow and step count saved beside the checkpoint."""
+    settings = ema_settings(ds_config.get("optimizer"))
+    if settings is None:
+        return None
+    ema = WeightEma(ds_engine.module, settings)
+    if resume_from is not None and tag is not None:
+        path = resume_from / ema_tag(tag) / MODEL_STATES
+        if path.is_file():
+            ema.load(path)
+        else:
+            print(f"warning: {path} does not exist (the checkpoint was saved without EMA): the EMA restarts from the resumed weights", flush=True)
+    return ema
 
 
 def param_groups(module: torch.nn.Module) -> list[dict[str, Any]]:
@@ -173,7 +194,7 @@ def train(args: argparse.Namespace) -> LoopState:
 
     # 1. data
     train_set = build_datasets(args, args.train_data)
-    loader, sampler = build_loader(train_set, args.batch_size, args.num_workers, placement.dp_rank, placement.dp_world_size, args.seed)
+    loader, sampler = build_loader(train_set, args.batch_size, args.num_workers, placement.dp_rank, placement.dp_world_size, args.seed, prefetch_factor=args.prefetch_factor)
     stream = BatchStream(loader, sampler)
     valid_stream = None
     if args.eval_interval and args.valid_data:
@@ -211,13 +232,18 @@ def train(args: argparse.Namespace) -> LoopState:
         state.iteration = int(client["iteration"])
         state.skipped.update(client.get("skipped", {}))
         stream.load_state_dict(data_position(client, placement.dp_world_size))
-        exact = restore_rank_rng(client, placement.rank, placement.world_size, placement.dp_rank, args.seed, state.iteration)
+        if args.no_load_rng:  # as SAT's no_load_rng: fresh random streams, one per data-parallel rank
+            reseed_rank(args.seed, placement.dp_rank, state.iteration)
+            exact = False
+        else:
+            exact = restore_rank_rng(client, placement.rank, placement.world_size, placement.dp_rank, args.seed, state.iteration)
         if placement.is_main:
-            note = "" if exact else " (another process count: random streams reseeded)"
+            note = "" if exact else " (no_load_rng or another process count: random streams reseeded)"
             print(f"resumed from {resume_from} at iteration {state.iteration}{note}", flush=True)
+    ema = start_ema(ds_engine, args.deepspeed_config, resume_from, read_latest(resume_from) if resume_from is not None else None)
 
     logger = MetricsLogger(run_dir, enabled=placement.is_main, use_wandb=args.wandb, wandb_project=args.wandb_project_name)
     try:
-        return run_loop(ds_engine, stream, valid_stream, args, LoopConfig.from_args(args), state, run_dir, logger, placement.device, stream.state_dict)
+        return run_loop(ds_engine, stream, valid_stream, args, LoopConfig.from_args(args), state, run_dir, logger, placement.device, stream.state_dict, ema)
     finally:
         logger.close()

@@ -124,9 +124,13 @@ def restore_rank_rng(client: dict[str, Any], rank: int, world: int, dp_rank: int
     if per_rank is None and world == 1:  # a single-process run of before per-rank states
         restore_rng_state(client["rng"])
         return True
-    # a new stream per data-parallel rank, shared inside a model-parallel group (they must draw alike)
-    seed_everything(seed + dp_rank + 100003 * iteration)
+    reseed_rank(seed, dp_rank, iteration)
     return False
+
+
+def reseed_rank(seed: int, dp_rank: int, iteration: int) -> None:
+    """A new stream per data-parallel rank, shared inside a model-parallel group (they must draw alike)."""
+    seed_everything(seed + dp_rank + 100003 * iteration)
 
 
 def gather_rng_states(state: dict[str, Any]) -> Optional[list[dict[str, Any]]]:

@@ -1,0 +1,137 @@
+"""fp16 / bf16 training of the 2B model at 49x480x720 through train_video.py: numbers that stay finite.
+
+For each case (2B LoRA and 2B full fine-tune, fp16 and/or bf16), one train_video.py run on
+generated clips (the demo clips at the training size), random weights, ZeRO-2, the official
+optimizer `sat.ops.FusedEmaAdam` (AdamW + our EMA) and the official dynamic loss scaling for fp16
+(`loss_scale: 0`, window 400, hysteresis 2, min 1, placed under `deepspeed.fp16` where DeepSpeed
+reads them). Reported per run: losses finite, the last loss, loss scale (first / last / lowest),
+steps skipped for overflow, EMA updates, and whether every tensor of the last checkpoint and of
+its `-ema` twin is finite. Assets and the run folders are built with benchmarks/train_run.py's
+helpers.
+
+    python benchmarks/precision_run.py --cases 2b_lora:fp16 2b_lora:bf16 --steps 300
+    python benchmarks/precision_run.py --cases 2b_sft:fp16 2b_sft:bf16 --steps 300
+    python benchmarks/precision_run.py --tiny   # CPU smoke run (bf16 / fp32 only: DeepSpeed has no CPU fp16)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from train_run import make_assets, overlay, run  # noqa: E402
+
+from cogvideox_sat.training.metrics import read_metrics  # noqa: E402
+
+CONFIGS = {"2b_lora": REPO / "configs/cogvideox_2b_lora.yaml", "2b_sft": REPO / "configs/cogvideox_2b.yaml"}
+LR = {"2b_lora": 1e-3, "2b_sft": 1e-5}  # the official sft.yaml's advice for LoRA and full fine-tuning
+OFFICIAL_FP16 = {"loss_scale": 0, "loss_scale_window": 400, "hysteresis": 2, "min_loss_scale": 1}
+
+
+@dataclass
+class Outcome:
+    case: str
+    steps: int
+    finite: bool
+    last_loss: float
+    scales: list[float]
+    overflow: int
+    ema_updates: int
+    weights_finite: bool
+    ema_finite: bool
+
+
+def case_overlay(args: argparse.Namespace, name: str, precision: str, work: Path, clips: Path, t5: Path, vae: Path) -> dict[str, Any]:
+    ns = argparse.Namespace(**{**vars(args), "config": CONFIGS[name] if not args.tiny else args.config, "precision": precision})
+    cfg = overlay(ns, work, clips, t5, vae, None)
+    cfg["args"]["save_interval"] = args.steps  # one checkpoint (weights + EMA) at the end, checked for NaN
+    ds = cfg["deepspeed"]
+    ds["optimizer"] = {"type": "sat.ops.FusedEmaAdam",
+                       "params": {"lr": LR[name], "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 1e-4, "ema_decay": args.ema_decay}}
+    ds["gradient_clipping"] = 0.1  # official sft.yaml
+    if precision == "fp16":
+        ds["fp16"] = {"enabled": True, **OFFICIAL_FP16}
+    return cfg
+
+
+def all_finite(path: Path) -> bool:
+    import torch
+
+    module = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["module"]
+    return bool(module) and all(torch.isfinite(v).all() for v in module.values() if v.is_floating_point())
+
+
+def run_case(args: argparse.Namespace, case: str, work: Path, assets: tuple[Path, Path, Path]) -> Outcome:
+    name, precision = case.split(":")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "overlay.yaml").write_text(yaml.safe_dump(case_overlay(args, name, precision, work, *assets)))
+    config = args.config if args.tiny else CONFIGS[name]
+    run([sys.executable, str(REPO / "train_video.py"), "--base", str(config), str(work / "overlay.yaml"), "--seed", "1"])
+    (run_dir,) = [p for p in (work / "runs").iterdir() if p.is_dir()]
+    records = [r for r in read_metrics(run_dir) if "loss" in r]
+    last = records[-1]
+    tag = (run_dir / "latest").read_text().strip()
+    return Outcome(
+        case, len(records), all(math.isfinite(r["loss"]) for r in records), last["loss"],
+        [r["loss_scale"] for r in records if "loss_scale" in r], int(last.get("overflow_skipped", 0)), int(last.get("ema_updates", 0)),
+        all_finite(run_dir / tag / "mp_rank_00_model_states.pt"), all_finite(run_dir / f"{tag}-ema" / "mp_rank_00_model_states.pt"),
+    )
+
+
+def main(argv: list[str] | None = None) -> list[Outcome]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", default=["2b_lora:fp16", "2b_lora:bf16", "2b_sft:fp16", "2b_sft:bf16"],
+                        help="<2b_lora|2b_sft>:<fp16|bf16> (each one train_video.py run)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--frames", type=int, default=49)
+    parser.add_argument("--size", type=int, nargs=2, default=[480, 720])
+    parser.add_argument("--zero-stage", type=int, default=2)
+    parser.add_argument("--ema-decay", type=float, default=0.9999)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--clips", type=Path, default=None, help="folder of videos/ + labels/ (generated if absent)")
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--tiny", action="store_true", help="demo LoRA model on the CPU, 4 steps, bf16")
+    args = parser.parse_args(argv)
+    # train_run.overlay's knobs: official checkpointing, no compile
+    args.checkpoint_activations, args.checkpoint_mode, args.compile = "true", None, False
+    args.config = REPO / "configs/demo/tiny_t2v_lora.yaml"
+    if args.tiny:
+        args.steps, args.frames, args.size, args.cases = 4, 9, [64, 96], ["2b_lora:bf16"]
+    work = args.work or Path(tempfile.mkdtemp(prefix="precision_run_"))
+
+    outcomes = []
+    for case in args.cases:
+        config = args.config if args.tiny else CONFIGS[case.split(":")[0]]
+        assets = make_assets(config, work, args.clips, args.frames, args.size, n_clips=4)
+        outcomes.append(run_case(args, case, work / case.replace(":", "_"), assets))
+        o = outcomes[-1]
+        print(f"  {o.case}: {o.steps} steps, last loss {o.last_loss:.4f}, overflow skipped {o.overflow}", flush=True)
+
+    print(f"\n2B, clip {args.frames}x{args.size[0]}x{args.size[1]}, ZeRO-{args.zero_stage}, FusedEmaAdam (ema_decay {args.ema_decay}), "
+          f"{args.steps} steps, generated clips, random weights")
+    header = f"{'case':<14} {'steps':>5} {'loss finite':>11} {'last loss':>9} {'scale first/last/min':>24} {'overflow':>8} {'EMA upd':>7} {'weights ok':>10} {'EMA ok':>6}"
+    print(header)
+    print("-" * len(header))
+    for o in outcomes:
+        scale = f"{o.scales[0]:g}/{o.scales[-1]:g}/{min(o.scales):g}" if o.scales else "-"
+        print(f"{o.case:<14} {o.steps:>5} {str(o.finite):>11} {o.last_loss:>9.4f} {scale:>24} {o.overflow:>8} {o.ema_updates:>7} "
+              f"{str(o.weights_finite):>10} {str(o.ema_finite):>6}")
+    failed = [o.case for o in outcomes if not (o.finite and o.weights_finite and o.ema_finite)]
+    if failed:
+        raise SystemExit(f"non-finite numbers in {failed}")
+    return outcomes
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Every key of every official config, every `RunArgs` field and every `model:` key has a declared
+behaviour (cogvideox_sat.config.keys): it acts, warns once naming what acts instead, or is an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from cogvideox_sat.arguments import RunArgs
+from cogvideox_sat.config.keys import ARGS, MODEL, behaviour, key_table_markdown
+from cogvideox_sat.engine import ENGINE_KEYS
+from tests.conftest import OFFICIAL_FIXTURES, REPO
+from tests.config.helpers import messages, run_with
+
+OFFICIAL_CONFIGS = sorted((OFFICIAL_FIXTURES / "configs").glob("*.yaml"))
+OUR_CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def key_paths(node: Any, prefix: str = "") -> Iterator[str]:
+    """Dotted paths of every mapping key (list items walked, their index dropped)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            yield path
+            yield from key_paths(value, path)
+    elif isinstance(node, list):
+        for item in node:
+            yield from key_paths(item, prefix)
+
+
+@pytest.mark.parametrize("path", OFFICIAL_CONFIGS + OUR_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_config_key_has_a_declared_behaviour(path: Path) -> None:
+    keys = sorted(set(key_paths(yaml.safe_load(path.read_text()))))
+    assert keys
+    undeclared = []
+    for key in keys:
+        try:
+            behaviour(key)
+        except KeyError:
+            undeclared.append(key)
+    assert not undeclared, f"{path.name}: keys without declared behaviour: {undeclared}"
+
+
+def test_official_configs_are_present() -> None:
+    assert len(OFFICIAL_CONFIGS) == 10, "the official key list is missing: /work/shared/fixtures/official/configs"
+
+
+def test_every_run_arg_and_model_key_is_declared_once() -> None:
+    assert set(ARGS) == set(RunArgs.model_fields)
+    assert set(MODEL) == set(ENGINE_KEYS)
+    with pytest.raises(KeyError):
+        behaviour("args.not_a_key")
+
+
+def test_readme_table_lists_every_key() -> None:
+    table = key_table_markdown()
+    readme = (REPO / "README.md").read_text()
+    assert table in readme, "README key table is stale: paste cogvideox_sat.config.keys.key_table_markdown()"
+
+
+# ---- the table turns into warnings and errors ---------------------------------------------------
+def test_inert_key_prints_one_warning_naming_it_and_what_acts(tmp_path: Path) -> None:
+    run = run_with(tmp_path, {"args": {"summary_dir": "tb"}})
+    (msg,) = messages(run, "args.summary_dir")
+    assert run.ok and "no effect" in msg and "tensorboard" in msg
+
+
+def test_inert_key_at_its_neutral_value_is_quiet(tmp_path: Path) -> None:
+    assert not messages(run_with(tmp_path, {"args": {"summary_dir": "", "split": "1,0,0"}}), "args.summary_dir")
+
+
+@pytest.mark.parametrize(
+    "overlay, key",
+    [
+        ({"args": {"split": "8,1,1"}}, "args.split"),
+        ({"args": {"train_data_weights": [2, 1]}}, "args.train_data_weights"),
+        ({"args": {"batch_from_same_dataset": True}}, "args.batch_from_same_dataset"),
+    ],
+)
+def test_key_whose_absence_changes_results_is_an_error(tmp_path: Path, overlay: dict, key: str) -> None:
+    run = run_with(tmp_path, overlay)
+    (msg,) = messages(run, key)
+    assert not run.ok and "not implemented" in msg
+
+
+def test_model_and_loss_keys_warn(tmp_path: Path) -> None:
+    overlay = {"model": {"augmentation_dropout": 0.15, "loss_fn_config": {"params": {"block_size": 4}}}}
+    run = run_with(tmp_path, overlay)
+    assert run.ok
+    assert len(messages(run, "model.augmentation_dropout")) == 1
+    assert len(messages(run, "model.loss_fn_config.params.block_size")) == 1
+
+
+def test_checkpoint_args_override_the_transformer_args(tmp_path: Path) -> None:
+    from cogvideox_sat.config import to_namespace
+
+    run = run_with(tmp_path, {"args": {"checkpoint_activations": True, "checkpoint_num_layers": 2, "checkpoint_skip_layers": 1}})
+    ta = to_namespace(run).model_config.network_config.params.transformer_args
+    assert (ta.checkpoint_activations, ta.checkpoint_num_layers, ta.checkpoint_skip_layers) == (True, 2, 1)
+
+
+def test_prefetch_factor_reaches_the_loader() -> None:
+    import torch
+
+    from cogvideox_sat.training.data import build_loader
+
+    loader, _ = build_loader(torch.utils.data.TensorDataset(torch.zeros(4, 1)), 1, 1, 0, 1, 0, prefetch_factor=7)
+    assert loader.prefetch_factor == 7
+    loader, _ = build_loader(torch.utils.data.TensorDataset(torch.zeros(4, 1)), 1, 0, 0, 1, 0, prefetch_factor=7)
+    assert loader.prefetch_factor is None

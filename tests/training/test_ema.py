@@ -1,0 +1,160 @@
+"""EMA as SAT's FusedEmaAdam keeps it: the decay schedule, config errors before anything loads, and
+a stopped-and-resumed run whose EMA equals an uninterrupted run's bit for bit (train_video.py, fp32 CPU).
+
+ZeRO-1/2/3 partitioning of the shadow is tested in tests/parallel/test_ema_zero.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cogvideox_sat.training.ema import EmaSettings, WeightEma, adam_params
+from cogvideox_sat.training.metrics import read_metrics
+from tests.config.helpers import messages, run_with
+from tests.train_runs import demo_overlay, make_demo_assets, run_dir_of, train_command
+
+EMA_OPTIMIZER = {"type": "sat.ops.FusedEmaAdam", "params": {"lr": 0.001, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 1e-4, "torch_adam": True}}
+
+
+def test_decay_warms_up_like_fused_ema_adam() -> None:
+    s = EmaSettings(0.9999)
+    assert s.decay_at(1) == 2 / 11 and s.decay_at(10) == 11 / 20
+    assert s.decay_at(10**6) == 0.9999
+    assert EmaSettings(0.9, warmup=False).decay_at(1) == 0.9
+
+
+def test_plain_module_shadow_follows_the_recurrence_from_the_start_weights() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    model[1].weight.requires_grad_(False)
+    ema = WeightEma(model, EmaSettings(0.9))
+    expected = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert set(ema.shadow) == set(expected)  # frozen tensors get no shadow: they equal their weights
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for n in range(1, 4):
+        model(torch.randn(5, 4)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        ema.update()
+        d = min(0.9, (1 + n) / (10 + n))
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                expected[name] = np.float32(d) * expected[name] + np.float32(1 - np.float32(d)) * p.detach()
+    for name, value in expected.items():
+        torch.testing.assert_close(ema.full(name), value, rtol=0, atol=1e-7)
+    assert ema.num_updates == 3
+
+
+def test_adam_params_drop_only_the_ema_keys() -> None:
+    params = {"lr": 1e-3, "ema_decay": 0.99, "use_num_upates": True, "betas": [0.9, 0.95], "adam_w_mode": True}
+    assert adam_params(params) == {"lr": 1e-3, "betas": [0.9, 0.95]}
+
+
+# ---- config errors, before any model loads ----------------------------------------------------
+@pytest.mark.parametrize("decay", [0, 1, 1.5, -0.1, "high"])
+def test_ema_decay_outside_0_1_is_an_error(tmp_path: Path, decay: object) -> None:
+    opt = {**EMA_OPTIMIZER, "params": {**EMA_OPTIMIZER["params"], "ema_decay": decay}}
+    run = run_with(tmp_path, {"deepspeed": {"optimizer": opt}})
+    (msg,) = messages(run, "deepspeed.optimizer.params.ema_decay")
+    assert not run.ok and "(0, 1)" in msg and "0.9999" in msg
+
+
+def test_ema_keys_on_an_optimizer_without_ema_are_an_error(tmp_path: Path) -> None:
+    run = run_with(tmp_path, {"deepspeed": {"optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "ema_decay": 0.99}}}})
+    (msg,) = messages(run, "deepspeed.optimizer.params.ema_decay")
+    assert not run.ok and "sat.ops.FusedEmaAdam" in msg
+
+
+def test_fused_ema_adam_config_is_valid(tmp_path: Path) -> None:
+    opt = {**EMA_OPTIMIZER, "params": {**EMA_OPTIMIZER["params"], "ema_decay": 0.999}}
+    run = run_with(tmp_path, {"deepspeed": {"optimizer": opt}})
+    assert run.ok, [p.render() for p in run.errors]
+
+
+# ---- end to end: stop at a checkpoint, resume, compare with an uninterrupted run ---------------
+def _train(tmp: Path, assets: Path, save: Path, *flags: str, **args) -> str:
+    overlay = demo_overlay(assets, save, train_iters=4, save_interval=2, **args)
+    overlay["deepspeed"] = {"optimizer": {**EMA_OPTIMIZER, "params": {**EMA_OPTIMIZER["params"], "ema_decay": 0.7}}}
+    cmd, env = train_command(tmp, "tiny_t2v_lora.yaml", overlay, *flags)
+    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _states(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.mark.slow
+def test_resumed_run_has_the_uninterrupted_runs_ema_bit_for_bit(tmp_path: Path) -> None:
+    assets = make_demo_assets(tmp_path / "assets")
+    _train(tmp_path, assets, tmp_path / "straight")
+    straight = run_dir_of(tmp_path / "straight")
+    assert (straight / "latest").read_text().strip() == "4"  # `latest` names the weights, not the EMA
+    weights, ema = _states(straight / "4" / "mp_rank_00_model_states.pt"), _states(straight / "4-ema" / "mp_rank_00_model_states.pt")
+    assert set(ema["module"]) == set(weights["module"]) and ema["ema"]["num_updates"] == 4
+    assert any(not torch.equal(ema["module"][k].float(), weights["module"][k].float()) for k in weights["module"] if ".matrix_" in k)
+    assert read_metrics(straight)[-1]["ema_updates"] == 4
+
+    _train(tmp_path, assets, tmp_path / "stopped", exit_interval=2)
+    stopped = run_dir_of(tmp_path / "stopped")
+    assert (stopped / "latest").read_text().strip() == "2" and not (stopped / "4-ema").exists()
+    out = _train(tmp_path, assets, tmp_path / "stopped", "--resume", str(stopped))
+    assert "resumed from" in out
+    resumed = _states(stopped / "4-ema" / "mp_rank_00_model_states.pt")
+    assert resumed["ema"]["num_updates"] == 4
+    for key, value in ema["module"].items():
+        assert torch.equal(resumed["module"][key], value), key
+
+
+# ---- the EMA weights reach sampling and the tools ---------------------------------------------
+def _fake_run(root: Path, with_ema: bool = True) -> Path:
+    for tag in ("2", "2-ema") if with_ema else ("2",):
+        (root / tag).mkdir(parents=True)
+        torch.save({"module": {"w": torch.ones(1)}}, root / tag / "mp_rank_00_model_states.pt")
+    (root / "latest").write_text("2")
+    return root
+
+
+def test_ema_flag_picks_the_latest_ema_folder_of_the_lora_run_else_the_base(tmp_path: Path) -> None:
+    from cogvideox_sat.io.sat_checkpoint import ema_weights
+
+    run = _fake_run(tmp_path / "run")
+    assert ema_weights("base", str(run), True, verbose=False) == ("base", str(run / "2-ema"))
+    assert ema_weights(str(run), None, True, verbose=False) == (str(run / "2-ema"), None)
+    assert ema_weights(str(run / "2-ema"), None, True, verbose=False) == (str(run / "2-ema"), None)
+    assert ema_weights(str(run), None, False) == (str(run), None)
+    with pytest.raises(FileNotFoundError, match="FusedEmaAdam"):
+        ema_weights(str(_fake_run(tmp_path / "plain", with_ema=False)), None, True)
+
+
+def test_sampling_accepts_an_ema_folder_and_checks_the_ema_flag(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path / "run")
+    assert run_with(tmp_path, {"args": {"load": str(run / "2-ema")}}, kind="sample").ok
+    assert run_with(tmp_path, {"args": {"load": str(run), "ema": True}}, kind="sample").ok
+    plain = _fake_run(tmp_path / "plain", with_ema=False)
+    bad = run_with(tmp_path, {"args": {"load": str(plain), "ema": True}}, kind="sample")
+    (msg,) = messages(bad, "args.ema")
+    assert not bad.ok and "2-ema" in msg
+
+
+def test_tools_take_the_ema_weights(tmp_path: Path) -> None:
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    run = _fake_run(tmp_path / "run")
+    tools = {}
+    for name in ("convert_weight_sat2hf", "export_sat_lora_weight"):
+        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+        tools[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tools[name])
+    args = tools["convert_weight_sat2hf"].parse_args(["--transformer_ckpt_path", str(run), "--output_path", "x", "--ema"])
+    assert args.transformer_ckpt_path == str(run / "2-ema")
+    args = tools["export_sat_lora_weight"].parse_args(["--sat_pt_path", str(run), "--lora_save_directory", "x", "--ema"])
+    assert args.sat_pt_path == str(run / "2-ema")
