@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset, Sampler
@@ -66,11 +66,21 @@ def build_datasets(args: argparse.Namespace, paths: Optional[list[str]]) -> Opti
     return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
 
 
-def build_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int, world_size: int, seed: int, shuffle: bool = True) -> tuple[DataLoader, Optional[Any]]:
+def build_loader(
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int,
+    rank: int,
+    world_size: int,
+    seed: int,
+    shuffle: bool = True,
+    worker_init_fn: Optional[Callable[[int], None]] = None,
+) -> tuple[DataLoader, Optional[Any]]:
     """A loader and its resumable sampler (None for streaming datasets, which cannot seek).
 
     Bucketed datasets (clips of several frame/size buckets) get a bucket batch sampler, so every
-    batch holds one shape; others a per-sample sampler.
+    batch holds one shape; others a per-sample sampler. `worker_init_fn` runs in each worker
+    (training passes `preemption.ignore_stop_signals`).
     """
     from cogvideox_sat.data import BucketBatchSampler, dataset_bucket_ids
 
@@ -80,6 +90,7 @@ def build_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int,
         # its own generator: creating an iterator must not draw from the global RNG, or a resumed
         # run's noise would drift from an uninterrupted run's
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=worker_init_fn,
     )
     if isinstance(dataset, IterableDataset):  # WebDataset shards: split by rank/worker inside
         return DataLoader(dataset, batch_size=batch_size, **common), None

@@ -23,7 +23,7 @@ from cogvideox_sat.training.checkpoint import choose_resume_tag, resume_checkpoi
 from cogvideox_sat.training.data import BatchStream, build_datasets, build_loader
 from cogvideox_sat.training.loop import LoopConfig, LoopState, run_loop
 from cogvideox_sat.training.metrics import MetricsLogger
-from cogvideox_sat.training.preemption import SignalWatch
+from cogvideox_sat.training.preemption import SignalWatch, ignore_stop_signals
 from cogvideox_sat.training.reshard import data_position, prepare_resume, restore_rank_rng
 from cogvideox_sat.training.rng import seed_everything
 from cogvideox_sat.training.schedule import LRSchedule, build_scheduler
@@ -152,8 +152,8 @@ def check_latent_cache(dataset: Any, args: argparse.Namespace, engine: torch.nn.
 def train(args: argparse.Namespace) -> LoopState:
     """Train; with `args.save_on_signal`, a stop signal saves and raises `StoppedOnSignal`.
 
-    The signal handlers are installed before the data loaders fork their workers, which inherit
-    them and so ignore a signal sent to the whole process group (their parent decides).
+    Data-loader workers ignore the stop signals (a scheduler signals the whole process group;
+    a worker dying of it would end the run before its parent saves).
     """
     with SignalWatch(enabled=args.save_on_signal) as signals:
         return _train(args, signals)
@@ -171,7 +171,10 @@ def _train(args: argparse.Namespace, signals: SignalWatch) -> LoopState:
 
     # 1. data
     train_set = build_datasets(args, args.train_data)
-    loader, sampler = build_loader(train_set, args.batch_size, args.num_workers, placement.dp_rank, placement.dp_world_size, args.seed)
+    loader, sampler = build_loader(
+        train_set, args.batch_size, args.num_workers, placement.dp_rank, placement.dp_world_size, args.seed,
+        worker_init_fn=ignore_stop_signals if signals.enabled else None,
+    )
     stream = BatchStream(loader, sampler)
     valid_stream = None
     if args.eval_interval and args.valid_data:

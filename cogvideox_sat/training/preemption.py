@@ -7,7 +7,9 @@ every rank save the same iteration together and leave with `EXIT_SAVED_ON_SIGNAL
 
 A second signal ends the process at once with that signal's default action: the checkpoint
 being written is never named by `latest` (the save is atomic), so the previous one still loads.
-Forked data-loader workers inherit the handler and ignore the signal: their parent decides.
+Data-loader workers ignore the signals (`ignore_stop_signals`, their `worker_init_fn`): a
+scheduler signals the whole process group, and a worker dying of it would end the run before
+its parent saves. Other forked children inherit the handler, which ignores them too.
 """
 
 from __future__ import annotations
@@ -68,6 +70,12 @@ class SignalWatch:
         if not self.enabled:
             return 0
         return distributed.max_over_ranks(self.received, device)
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """In a data-loader worker: the stop signals are for the training process, not for it."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def signal_name(signum: int) -> str:
