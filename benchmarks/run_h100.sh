@@ -7,11 +7,12 @@
 #   bash benchmarks/run_h100.sh speed    # DiT step, ours vs diffusers in one process
 #   bash benchmarks/run_h100.sh roofline # step lower bounds from the matmul and SDPA kernels alone
 #   bash benchmarks/run_h100.sh profile  # kernel time by category (matmul, attention, fused, copies, gaps) of 2B/5B LoRA steps
+#   bash benchmarks/run_h100.sh ckpt     # checkpoint save cost: 2B LoRA, DeepSpeed write vs manifest + fsync
 #   bash benchmarks/run_h100.sh sft      # full fine-tuning under ZeRO-2 with the optimizer: 2B, 5B (CPU offload) vs diffusers
 # Output goes to stdout and, when OUT is set, to $OUT/<section>.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-section=${1:?section: dit|vae|train|sample|speed|sft|roofline|profile|gputests}
+section=${1:?section: dit|vae|train|sample|speed|sft|roofline|profile|ckpt|gputests}
 log=${OUT:+$OUT/$section.log}
 run() { echo "+ $*"; timeout "${STEP_TIMEOUT:-540}" "$@"; echo "exit $?"; }
 {
@@ -55,6 +56,10 @@ case "$section" in
     # SFT_ONLY=2b or 5b runs one line (one 10-minute device call each); SFT_ARGS adds options.
     case "${SFT_ONLY:-both}" in 2b|both) run python3 benchmarks/sft_vs_diffusers.py --models 2b-full ${SFT_ARGS:-} ;; esac
     case "${SFT_ONLY:-both}" in 5b|both) run python3 benchmarks/sft_vs_diffusers.py --models 5b-full --offload ${SFT_ARGS:-} ;; esac ;;
+  ckpt)
+    # cost per save of the 2B LoRA checkpoint: DeepSpeed's write alone vs manifest + fsync (README "Faults and recovery")
+    run python3 benchmarks/checkpoint_save.py --config configs/cogvideox_2b_lora.yaml --lora-rank 128 --zero-stage 2 \
+      --repeats 3 --out "${CKPT_DIR:-/tmp/ckpt-bench}" ;;
   *) echo "unknown section $section"; exit 2 ;;
 esac
 } 2>&1 | tee ${log:-/dev/null}

@@ -137,7 +137,14 @@ class OurArgs(_Group):
     save_frozen_weights: bool = Field(
         False, description="also save frozen weights (LoRA base, VAE, T5) in checkpoints; default: trainable only"
     )
-    max_nonfinite_steps: int = Field(5, ge=1, description="stop after this many non-finite losses in a row")
+    max_nonfinite_steps: int = Field(
+        10, ge=1, description="stop after this many non-finite losses in a row (fp16 loss-scale overflow skips are counted apart)"
+    )
+    save_on_signal: bool = Field(
+        True,
+        description="on SIGTERM, SIGINT or SIGUSR1 every rank finishes its step, saves a checkpoint and the run exits "
+        "with code 75 (requeue and --resume); false: the signal's default action (no save)",
+    )
     sequence_parallel: bool = Field(
         False,
         description="Ulysses sequence parallelism of the DiT over the model-parallel group: "

@@ -76,9 +76,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def run_or_exit(fn: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
-    """Run the job; a bad-input error prints its message and exits with 2 (no traceback)."""
+    """Run the job; a bad-input error prints its message and exits with 2 (no traceback), a full
+    disk prints one line and exits with 1, a save on signal exits with its own code (75)."""
+    from cogvideox_sat.training.disk_space import DiskFullError
+    from cogvideox_sat.training.preemption import StoppedOnSignal
+
     try:
         fn(args)
+    except StoppedOnSignal as stop:  # the loop has printed why
+        sys.exit(stop.exit_code)
+    except DiskFullError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except Exception as err:
         if not isinstance(err, _user_errors()):
             raise

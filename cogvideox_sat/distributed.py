@@ -156,3 +156,44 @@ def get_data_parallel_rank() -> int:
     if mpu is not None:
         return mpu.get_data_parallel_rank()
     return dist.get_rank() if dist.is_initialized() else 0
+
+
+# ---------------------------------------------------------------- small collectives of the whole world
+
+
+def world_size() -> int:
+    """Processes of the run (1 without a process group)."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def world_rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def broadcast_object(value: Any) -> Any:
+    """Rank 0's `value` on every rank (a collective; `value` itself without a process group)."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank (a collective)."""
+    if world_size() == 1:
+        return [value]
+    values: list[Any] = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def max_over_ranks(value: int, device: Any) -> int:
+    """The largest of the ranks' integers: one scalar all-reduce (`device`: where the backend needs it)."""
+    if world_size() == 1:
+        return value
+    import torch
+
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())

@@ -108,7 +108,8 @@ ARGS: dict[str, KeyBehaviour] = {
     "deepspeed": _acts("always on for training"), "deepspeed_config": _acts("filled from the deepspeed: section"),
     # ours
     "resume": _acts("exact resume of a run folder"), "keep_last_checkpoints": _acts(), "save_frozen_weights": _acts(),
-    "max_nonfinite_steps": _acts(), "sequence_parallel": _acts(), "lora_load": _acts(), "lora_merge": _acts(),
+    "max_nonfinite_steps": _acts("stop after this many non-finite losses in a row (fp16 overflow skips apart)"),
+    "save_on_signal": _acts("SIGTERM/SIGINT/SIGUSR1: every rank saves this iteration, exit 75"), "sequence_parallel": _acts(), "lora_load": _acts(), "lora_merge": _acts(),
     "ema": _acts("sampling/tools: use <latest>-ema"), "official_decode": _acts(), "decode_chunk_frames": _acts(),
     "train_frame_rule": _acts(),
 }

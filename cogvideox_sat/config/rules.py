@@ -310,7 +310,7 @@ def _checkpoint_folder_problems(ctx: RunContext, key: str, load: str) -> Iterato
 
     if states_file_in(folder) is not None:  # an iteration folder such as `<run>/<n>-ema`
         return
-    if ctx.args is not None and ctx.args.ema and key == _ema_key(ctx):
+    if ctx is not None and ctx.args is not None and ctx.args.ema and key == _ema_key(ctx):
         try:
             ema_checkpoint_folder(folder)
         except FileNotFoundError as err:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset, Sampler
@@ -67,12 +67,21 @@ def build_datasets(args: argparse.Namespace, paths: Optional[list[str]]) -> Opti
 
 
 def build_loader(
-    dataset: Dataset, batch_size: int, num_workers: int, rank: int, world_size: int, seed: int, shuffle: bool = True, prefetch_factor: Optional[int] = None
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int,
+    rank: int,
+    world_size: int,
+    seed: int,
+    shuffle: bool = True,
+    prefetch_factor: Optional[int] = None,
+    worker_init_fn: Optional[Callable[[int], None]] = None,
 ) -> tuple[DataLoader, Optional[Any]]:
     """A loader and its resumable sampler (None for streaming datasets, which cannot seek).
 
     Bucketed datasets (clips of several frame/size buckets) get a bucket batch sampler, so every
-    batch holds one shape; others a per-sample sampler.
+    batch holds one shape; others a per-sample sampler. `worker_init_fn` runs in each worker
+    (training passes `preemption.ignore_stop_signals`).
     """
     from cogvideox_sat.data import BucketBatchSampler, dataset_bucket_ids
 
@@ -83,6 +92,7 @@ def build_loader(
         # its own generator: creating an iterator must not draw from the global RNG, or a resumed
         # run's noise would drift from an uninterrupted run's
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=worker_init_fn,
     )
     if isinstance(dataset, IterableDataset):  # WebDataset shards: split by rank/worker inside
         return DataLoader(dataset, batch_size=batch_size, **common), None

@@ -15,6 +15,7 @@ import torch.distributed as dist
 from cogvideox_sat import distributed
 from cogvideox_sat.training.checkpoint import save_checkpoint
 from cogvideox_sat.training.metrics import MetricsLogger
+from cogvideox_sat.training.preemption import EXIT_SAVED_ON_SIGNAL, SignalWatch, StoppedOnSignal, signal_name
 from cogvideox_sat.training.reshard import gather_rng_states
 from cogvideox_sat.training.rng import capture_rng_state
 from cogvideox_sat.training.validation import move_batch, save_validation_samples, validation_loss
@@ -32,7 +33,7 @@ class LoopConfig:
     eval_interval: Optional[int]
     eval_iters: int
     exit_interval: Optional[int]
-    max_nonfinite_in_row: int = 5
+    max_nonfinite_in_row: int = 10
     keep_last: Optional[int] = None
     trainable_only: bool = True
 
@@ -55,7 +56,9 @@ class LoopConfig:
 class LoopState:
     iteration: int = 0
     nonfinite_in_row: int = 0
+    first_nonfinite: Optional[int] = None  # iteration of the first of the current run of non-finite losses
     skipped: dict[str, int] = field(default_factory=lambda: {"nonfinite": 0})
+    last_saved: Optional[int] = None  # iteration of the checkpoint `latest` names (saved or resumed)
 
 
 def _all_finite(loss: torch.Tensor) -> bool:
@@ -83,27 +86,37 @@ def train_step(ds_engine: Any, stream: Any, device: torch.device, iteration: int
     """One optimizer step = gradient_accumulation_steps finite micro-batches; returns the mean loss.
 
     A micro-batch whose loss is NaN/Inf gets no backward: it is dropped with a warning and the next
-    batch takes its place. After `max_nonfinite_in_row` such batches in a row the run stops.
+    batch takes its place. After `max_nonfinite_in_row` such batches in a row the run stops, naming
+    the iteration of the first (no checkpoint is written: `latest` stays the last good one). An
+    fp16 step DeepSpeed's loss scaler skips for overflowing gradients has a finite loss: it is
+    counted apart (`skipped["fp16_overflow"]`) and never stops the run.
     """
+    step = iteration + 1  # the number logs and checkpoints give this step
     losses = []
     while len(losses) < ds_engine.gradient_accumulation_steps():
         batch = move_batch(next(stream), device)
         batch["global_step"] = iteration
         loss, _ = ds_engine.module.shared_step(batch)
         if not _all_finite(loss):
+            if state.nonfinite_in_row == 0:
+                state.first_nonfinite = step
             state.nonfinite_in_row += 1
             state.skipped["nonfinite"] += 1
-            print(f"warning: iteration {iteration}: non-finite loss ({float(loss)}); batch skipped, no update", flush=True)
+            print(f"warning: iteration {step}: non-finite loss ({float(loss)}); batch skipped, no update", flush=True)
             if state.nonfinite_in_row >= cfg.max_nonfinite_in_row:
                 raise NonFiniteLossError(
-                    f"{state.nonfinite_in_row} non-finite losses in a row at iteration {iteration}: the run diverged. "
-                    "Lower the learning rate, use bf16 instead of fp16, or resume from the last checkpoint."
+                    f"{state.nonfinite_in_row} non-finite losses in a row, the first at iteration {state.first_nonfinite}: "
+                    "the run diverged and was stopped without saving. Lower the learning rate, use bf16 instead of "
+                    "fp16, or resume from the last good checkpoint (`latest`)."
                 )
             continue
         state.nonfinite_in_row = 0
+        state.first_nonfinite = None
         ds_engine.backward(loss)
         ds_engine.step()
         losses.append(float(loss.detach()))
+    if not getattr(ds_engine, "was_step_applied", lambda: True)():
+        state.skipped["fp16_overflow"] = state.skipped.get("fp16_overflow", 0) + 1
     return sum(losses) / len(losses)
 
 
@@ -145,8 +158,13 @@ def run_loop(
     device: torch.device,
     data_state: Callable[[], dict[str, Any]],
     ema: Optional[Any] = None,
+    signals: Optional[SignalWatch] = None,
 ) -> LoopState:
-    """Train from state.iteration to cfg.train_iters (or exit_interval more iterations)."""
+    """Train from state.iteration to cfg.train_iters (or exit_interval more iterations).
+
+    `signals`: after each step, if any rank received a stop signal, every rank saves this
+    iteration and StoppedOnSignal is raised (the caller exits with EXIT_SAVED_ON_SIGNAL).
+    """
     stop_at = cfg.train_iters
     if cfg.exit_interval:
         stop_at = min(stop_at, state.iteration + cfg.exit_interval)
@@ -161,9 +179,23 @@ def run_loop(
             "data_parallel_size": distributed.get_data_parallel_world_size(),  # to remap `data` on another count
             "skipped": dict(state.skipped),
         }
+        start = time.perf_counter()
         path = save_checkpoint(ds_engine, run_dir, state.iteration, client, cfg.keep_last, cfg.trainable_only, ema)
+        state.last_saved = state.iteration
         if is_main:
-            print(f"saved checkpoint {path}", flush=True)
+            print(f"saved checkpoint {path} ({time.perf_counter() - start:.2f} s)", flush=True)
+
+    def stop_if_signalled() -> None:
+        signum = signals.agreed(device) if signals is not None else 0
+        if not signum:
+            return
+        if state.last_saved != state.iteration:
+            checkpoint()
+        message = (f"{signal_name(signum)} received: checkpoint {run_dir / str(state.iteration)} holds iteration "
+                   f"{state.iteration}; exiting with code {EXIT_SAVED_ON_SIGNAL} (continue with --resume {run_dir})")
+        if is_main:
+            print(message, flush=True)
+        raise StoppedOnSignal(message)
 
     while state.iteration < stop_at:
         start = time.perf_counter()
@@ -189,11 +221,12 @@ def run_loop(
                 print(f"iteration {state.iteration}/{cfg.train_iters} loss {loss:.6f} lr {lr:.3e} step {step_s:.2f}s{note}", flush=True)
             if not math.isfinite(loss):
                 raise NonFiniteLossError(f"iteration {state.iteration}: mean loss is {loss}")
+        stop_if_signalled()
         if valid_stream is not None and _due(state.iteration, cfg.eval_interval):
             evaluate(ds_engine.module, valid_stream, args, cfg, run_dir, state.iteration, logger, device)
         if _due(state.iteration, cfg.save_interval):
             checkpoint()
-    if args.save and not _due(state.iteration, cfg.save_interval):
+    if args.save and state.last_saved != state.iteration:
         checkpoint()
     return state
 

@@ -15,29 +15,21 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from cogvideox_sat import distributed
 from cogvideox_sat.registry import allow_any_target
-from cogvideox_sat.training.checkpoint import MODEL_STATES, read_latest, resume_checkpoint
+from cogvideox_sat.training.checkpoint import MODEL_STATES, choose_resume_tag, resume_checkpoint
 from cogvideox_sat.training.data import BatchStream, build_datasets, build_loader
 from cogvideox_sat.training.ema import WeightEma, adam_params, ema_settings, ema_tag, has_ema
 from cogvideox_sat.training.loop import LoopConfig, LoopState, run_loop
 from cogvideox_sat.training.metrics import MetricsLogger
+from cogvideox_sat.training.preemption import SignalWatch, ignore_stop_signals
 from cogvideox_sat.training.reshard import data_position, prepare_resume, reseed_rank, restore_rank_rng
 from cogvideox_sat.training.rng import seed_everything
 from cogvideox_sat.training.schedule import LRSchedule, build_scheduler
 from cogvideox_sat.training.setup import RunPlacement, init_distributed
 from cogvideox_sat.training.weights import is_our_training_run, load_transformer
-
-
-def _broadcast(value: Any) -> Any:
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def resolve_run_dir(args: argparse.Namespace) -> tuple[Path, Optional[Path]]:
@@ -52,7 +44,7 @@ def resolve_run_dir(args: argparse.Namespace) -> tuple[Path, Optional[Path]]:
     if args.mode == "pretrain" and args.load and is_our_training_run(args.load):
         return Path(args.load), Path(args.load)
     name = f"{args.experiment_name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    return Path(args.save or "runs") / _broadcast(name), None
+    return Path(args.save or "runs") / distributed.broadcast_object(name), None
 
 
 def optimizer_config(ds_config: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -183,6 +175,16 @@ def check_latent_cache(dataset: Any, args: argparse.Namespace, engine: torch.nn.
 
 
 def train(args: argparse.Namespace) -> LoopState:
+    """Train; with `args.save_on_signal`, a stop signal saves and raises `StoppedOnSignal`.
+
+    Data-loader workers ignore the stop signals (a scheduler signals the whole process group;
+    a worker dying of it would end the run before its parent saves).
+    """
+    with SignalWatch(enabled=args.save_on_signal) as signals:
+        return _train(args, signals)
+
+
+def _train(args: argparse.Namespace, signals: SignalWatch) -> LoopState:
     placement: RunPlacement = init_distributed(args)
     # model init is broadcast from rank 0 by DeepSpeed; per-rank seeds give per-rank noise
     seed_everything(args.seed + placement.dp_rank)
@@ -194,7 +196,11 @@ def train(args: argparse.Namespace) -> LoopState:
 
     # 1. data
     train_set = build_datasets(args, args.train_data)
-    loader, sampler = build_loader(train_set, args.batch_size, args.num_workers, placement.dp_rank, placement.dp_world_size, args.seed, prefetch_factor=args.prefetch_factor)
+    loader, sampler = build_loader(
+        train_set, args.batch_size, args.num_workers, placement.dp_rank, placement.dp_world_size, args.seed,
+        prefetch_factor=args.prefetch_factor,
+        worker_init_fn=ignore_stop_signals if signals.enabled else None,
+    )
     stream = BatchStream(loader, sampler)
     valid_stream = None
     if args.eval_interval and args.valid_data:
@@ -212,9 +218,11 @@ def train(args: argparse.Namespace) -> LoopState:
         hide_frozen_modules_from_zero3(engine, placement.device, dtype)
     schedule = LRSchedule(args.lr_decay_iters or args.train_iters, args.warmup, args.lr_decay_style, args.lr_decay_ratio)
     ds_config = optimizer_config(args.deepspeed_config, placement.device)
-    load_dir = None
-    if resume_from is not None:  # saved by another process count: DeepSpeed loads a universal copy
-        load_dir = prepare_resume(resume_from, read_latest(resume_from), ds_config)
+    load_dir, tag = None, None
+    if resume_from is not None:
+        tag = choose_resume_tag(resume_from)  # `latest`, or the newest intact checkpoint if it is damaged
+        # saved by another process count: DeepSpeed loads a universal copy
+        load_dir = prepare_resume(resume_from, tag, ds_config)
     import deepspeed
 
     ds_engine, _, _, _ = deepspeed.initialize(
@@ -228,8 +236,8 @@ def train(args: argparse.Namespace) -> LoopState:
     # 3. exact resume: weights, optimizer, scheduler (DeepSpeed), then RNG and data position
     state = LoopState()
     if resume_from is not None:
-        client = resume_checkpoint(ds_engine, resume_from, load_dir)
-        state.iteration = int(client["iteration"])
+        client = resume_checkpoint(ds_engine, resume_from, load_dir, tag)
+        state.iteration = state.last_saved = int(client["iteration"])
         state.skipped.update(client.get("skipped", {}))
         stream.load_state_dict(data_position(client, placement.dp_world_size))
         if args.no_load_rng:  # as SAT's no_load_rng: fresh random streams, one per data-parallel rank
@@ -240,10 +248,12 @@ def train(args: argparse.Namespace) -> LoopState:
         if placement.is_main:
             note = "" if exact else " (no_load_rng or another process count: random streams reseeded)"
             print(f"resumed from {resume_from} at iteration {state.iteration}{note}", flush=True)
-    ema = start_ema(ds_engine, args.deepspeed_config, resume_from, read_latest(resume_from) if resume_from is not None else None)
+    ema = start_ema(ds_engine, args.deepspeed_config, resume_from, tag)
 
     logger = MetricsLogger(run_dir, enabled=placement.is_main, use_wandb=args.wandb, wandb_project=args.wandb_project_name)
     try:
-        return run_loop(ds_engine, stream, valid_stream, args, LoopConfig.from_args(args), state, run_dir, logger, placement.device, stream.state_dict, ema)
+        return run_loop(
+            ds_engine, stream, valid_stream, args, LoopConfig.from_args(args), state, run_dir, logger, placement.device, stream.state_dict, ema, signals
+        )
     finally:
         logger.close()

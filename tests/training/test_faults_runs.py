@@ -1,0 +1,128 @@
+"""Faults through the real launcher (train_video.py on the CPU demo model, LoRA, ZeRO-1):
+
+- SIGTERM to the whole process group (as SLURM sends it; the data-loader worker gets it too) at a
+  random step: the run saves that step, exits with 75, and `--resume` reproduces every later loss;
+- the newest checkpoint cut short: `--resume` names the file, falls back to the one before and
+  reproduces every later loss;
+- SIGUSR1 to one of two torchrun (gloo) workers: both save the same step, no hang, resume equal.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from cogvideox_sat.training.preemption import EXIT_SAVED_ON_SIGNAL
+from tests.train_runs import demo_overlay, losses, make_demo_assets, run_dir_of, train_command
+
+pytestmark = pytest.mark.slow
+
+N = 10
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_demo_assets(tmp_path_factory.mktemp("assets"))
+
+
+def overlay(assets: Path, save: Path, **args) -> dict:
+    return demo_overlay(assets, save, **{"train_iters": N, "save_interval": 4, "num_workers": 1, **args})
+
+
+def launch(tmp: Path, extra: dict, *flags: str, processes: int = 1) -> subprocess.Popen:
+    cmd, env = train_command(tmp, "tiny_t2v_lora.yaml", extra, *flags, processes=processes)
+    return subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, code: int = 0) -> str:
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == code, out[-4000:]
+    return out
+
+
+def wait_for_step(proc: subprocess.Popen, save: Path, step: int) -> Path:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        runs = [p for p in save.iterdir() if p.is_dir()] if save.exists() else []
+        if runs and (runs[0] / "metrics.jsonl").is_file() and max(losses(runs[0]) or [0]) >= step:
+            return runs[0]
+        assert proc.poll() is None, "training ended before the signal"
+        time.sleep(0.01)
+    raise TimeoutError(f"step {step} not reached")
+
+
+@pytest.fixture(scope="module")
+def straight(assets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("straight")
+    finish(launch(tmp, overlay(assets, tmp / "save")))
+    run = run_dir_of(tmp / "save")
+    assert sorted(losses(run)) == list(range(1, N + 1))
+    return run
+
+
+def test_sigterm_saves_that_step_and_resume_is_exact(assets: Path, straight: Path, tmp_path: Path) -> None:
+    at = random.Random().randint(1, N - 3)
+    proc = launch(tmp_path, overlay(assets, tmp_path / "save"))
+    run = wait_for_step(proc, tmp_path / "save", at)
+    os.killpg(proc.pid, signal.SIGTERM)  # the launcher and its data-loader worker, as a scheduler does
+    out = finish(proc, EXIT_SAVED_ON_SIGNAL)
+    saved = int((run / "latest").read_text())
+    assert at <= saved < N, (at, saved)
+    assert f"SIGTERM received: checkpoint {run / str(saved)} holds iteration {saved}; exiting with code 75" in out
+    assert max(losses(run)) == saved
+
+    out = finish(launch(tmp_path, overlay(assets, tmp_path / "save"), "--resume", str(run)))
+    assert f"resumed from {run} at iteration {saved}" in out
+    assert losses(run) == losses(straight), f"signal after step {at}"  # bit-equal
+
+
+def test_truncated_newest_checkpoint_falls_back_exactly(assets: Path, straight: Path, tmp_path: Path) -> None:
+    run = tmp_path / straight.name
+    shutil.copytree(straight, run)
+    shutil.rmtree(run / str(N))  # keep 4 and 8; `latest` names 8
+    (run / "latest").write_text("8")
+    states = run / "8" / "mp_rank_00_model_states.pt"
+    states.write_bytes(states.read_bytes()[: states.stat().st_size // 2])
+
+    out = finish(launch(tmp_path, overlay(assets, tmp_path), "--resume", str(run)))
+    assert f"checkpoint {run / '8'} is damaged: mp_rank_00_model_states.pt has" in out
+    assert f"falling back to checkpoint {run / '4'}" in out and f"resumed from {run} at iteration 4" in out
+    assert losses(run) == losses(straight)
+
+
+def _workers(launcher: int) -> list[int]:
+    """Pids of the torchrun agent's children (the workers)."""
+    import psutil
+
+    return sorted(p.pid for p in psutil.Process(launcher).children() if "train_video.py" in " ".join(p.cmdline()))
+
+
+def test_signal_to_one_of_two_gloo_workers_saves_both(assets: Path, tmp_path: Path) -> None:
+    cfg = overlay(assets, tmp_path / "straight", train_iters=6, save_interval=100, num_workers=0)
+    cfg["deepspeed"] = {"zero_optimization": {"stage": 2}}
+    finish(launch(tmp_path, cfg, processes=2))
+    expected = losses(run_dir_of(tmp_path / "straight"))
+
+    cfg = overlay(assets, tmp_path / "save", train_iters=6, save_interval=100, num_workers=0)
+    cfg["deepspeed"] = {"zero_optimization": {"stage": 2}}
+    proc = launch(tmp_path, cfg, processes=2)
+    run = wait_for_step(proc, tmp_path / "save", 2)
+    workers = _workers(proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[-1], signal.SIGUSR1)  # one rank only: both must save, neither may hang
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0, out[-4000:]  # torchrun reports its workers' exit code 75 as a failure
+    assert "exitcode  : 75" in out or "exit code 75" in out or "exitcode: 75" in out, out[-4000:]
+    saved = int((run / "latest").read_text())
+    assert f"SIGUSR1 received: checkpoint {run / str(saved)}" in out and 2 <= saved < 6
+
+    out = finish(launch(tmp_path, cfg, "--resume", str(run), processes=2))
+    assert f"resumed from {run} at iteration {saved}" in out
+    assert losses(run) == expected
