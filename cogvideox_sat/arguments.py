@@ -114,7 +114,9 @@ class DataArgs(_Group):
     batch_from_same_dataset: bool = False
     valid_data: Optional[list[str]] = None
     test_data: Optional[list[str]] = None
-    split: str = "1000,1,1"
+    # SAT's default is 1000,1,1, which splits every train_data dataset (and fails on one under
+    # block_size samples); here no split unless asked (the official sft.yaml sets 1,0,0 too)
+    split: str = "1,0,0"
     num_workers: int = Field(1, ge=0)
     block_size: int = 10000
     prefetch_factor: int = 4

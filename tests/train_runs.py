@@ -23,6 +23,25 @@ def make_demo_assets(root: Path) -> Path:
     return root
 
 
+def make_still_folder(root: Path, n: int = 4, height: int = 64, width: int = 96, seed: int = 100, ext: str = "png") -> list[tuple[Path, str]]:
+    """An official-layout folder of `n` still images (`images/<stem>.<ext>` + `labels/<stem>.txt`),
+    each the first frame of a demo clip recipe (seeds `seed`, `seed + 1`, ...); returns [(image, caption)]."""
+    import imageio.v2 as imageio
+
+    from cogvideox_sat.demo.clips import recipe_for, render_frames
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    made = []
+    for i in range(n):
+        recipe = recipe_for(seed + i)
+        image = root / "images" / f"still_{i:04d}.{ext}"
+        imageio.imwrite(image, render_frames(recipe, 1, height, width)[0])
+        (root / "labels" / f"still_{i:04d}.txt").write_text(f"A still photo: {recipe.caption}\n")
+        made.append((image, f"A still photo: {recipe.caption}"))
+    return made
+
+
 def demo_overlay(assets: Path, save: Path, **args) -> dict:
     """The run overlay on configs/demo: the assets' T5 and data, no validation, a loss per step;
     `args` (train_iters, save_interval, ...) go into its `args:` section."""

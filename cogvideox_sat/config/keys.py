@@ -90,20 +90,18 @@ ARGS: dict[str, KeyBehaviour] = {
     "strict_eval": _warn("nothing: validation runs eval_iters batches from valid_data", (False,)),
     # data
     "train_data": _acts(), "valid_data": _acts(),
-    "train_data_weights": _error(
-        "weighted mixing of train_data folders is not implemented: list a folder several times in train_data to weight it",
-        (None,),
+    "train_data_weights": _acts(
+        "one weight per train_data dataset, as SAT: a folder's samples repeated w times per epoch; shards drawn with probability w / sum"
     ),
     "iterable_dataset": _warn("nothing: the data target decides (cogvideox_sat.data.WebDataset streams shards)", (False,)),
     "iterable_dataset_eval": _warn("nothing: valid_data uses the same data target as train_data", ("",)),
     "batch_from_same_dataset": _error("not implemented: batches mix train_data folders; remove it", (False,)),
     "test_data": _warn("nothing: there is no test pass; use valid_data", (None,)),
-    "split": _error(
-        "splitting train_data into train/valid/test is not implemented: use split: 1,0,0 and give valid_data",
-        ("1,0,0", "1", "1,0", "1000,1,1"),
+    "split": _acts(
+        "SAT's blocked random split of each train_data folder into train/valid/test (valid part validates unless valid_data); default 1,0,0 (SAT's 1000,1,1)"
     ),
     "num_workers": _acts(), "prefetch_factor": _acts("batches each loader worker prepares ahead (num_workers > 0)"),
-    "block_size": _warn("nothing: only used by split", (10000,)),
+    "block_size": _acts("the block of split (at most the smallest train_data folder)"),
     # deepspeed
     "deepspeed": _acts("always on for training"), "deepspeed_config": _acts("filled from the deepspeed: section"),
     # ours

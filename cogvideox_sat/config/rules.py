@@ -13,6 +13,7 @@ from pathlib import Path
 from cogvideox_sat.config.context import VAE_SPACE_COMPRESSION, VAE_TIME_COMPRESSION, RunContext
 from cogvideox_sat.config.problems import Problem, closest
 from cogvideox_sat.config.schema import MISPLACED_FP16_KEYS
+from torch.utils.data import IterableDataset
 
 Rule = Callable[[RunContext], Iterable[Problem]]
 RULES: list[Rule] = []
@@ -380,6 +381,32 @@ def data_paths(ctx: RunContext) -> Iterator[Problem]:
                     yield _p(ctx, f"args.{key}", problem, "give an existing dataset folder or shard path")
     elif ctx.args.input_type == "txt" and not os.path.isfile(ctx.args.input_file):
         yield _p(ctx, "args.input_file", f"prompt file '{ctx.args.input_file}' does not exist", "create it (one prompt per line) or set args.input_type: cli to read stdin")
+
+
+@rule
+def data_weights_and_split(ctx: RunContext) -> Iterator[Problem]:
+    """`train_data_weights` (one per train_data dataset) and `split` (proportions; folders only)."""
+    if ctx.args is None or ctx.kind != "train":
+        return
+    from cogvideox_sat.data.mixing import check_weights
+    from cogvideox_sat.data.split import parse_split, should_split
+
+    args = ctx.args
+    try:
+        check_weights(args.train_data_weights, len(args.train_data or []))
+    except ValueError as err:
+        yield _p(ctx, "args.train_data_weights", str(err), "e.g. train_data: [clips, stills] with train_data_weights: [1, 2]; or remove it (all 1)")
+    try:
+        fractions = parse_split(args.split, args.valid_data is not None, args.test_data is not None)
+    except ValueError as err:
+        yield _p(ctx, "args.split", str(err))
+        return
+    if args.block_size < 1:
+        yield _p(ctx, "args.block_size", f"{args.block_size} must be >= 1", "set it to at most the smallest train_data folder's sample count")
+    block = next((b for b in ctx.blocks if b.path == "data"), None)
+    streamed = block is not None and isinstance(block.cls, type) and issubclass(block.cls, IterableDataset)
+    if should_split(fractions) and streamed:
+        yield _p(ctx, "args.split", f"{args.split!r} would split streamed WebDataset shards, which cannot be split (officially too)", "set split: 1,0,0 and give valid_data")
 
 
 def _missing_data(path: str) -> str | None:

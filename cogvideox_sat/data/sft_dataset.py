@@ -22,8 +22,14 @@ Differences, on purpose:
 - files are listed in sorted order (the official order was the filesystem's).
 Additions: the diffusers layout (prompts.txt + videos.txt [+ images.txt]), `with_image` (I2V
 first frame as `image`, (1, C, H, W) in [-1, 1]), `fps_sampling: exact`, `resize: bilinear`
-(much faster, not the official pixels), `buckets`, and
+(much faster, not the official pixels), `buckets`, `still_images` (image files train as
+one-frame clips, see still.py and layouts.py), and
 `latent_cache` (cached items: see `SFTDataset` below and latent_cache.py).
+
+Shapes: `shapes` lists the (frames, height, width) the items come in and `bucket_ids` says
+which one each sample has (None when every sample has the one shape `shapes[0]`, as a plain
+video folder): with `buckets` the buckets come first, in their order; stills add (1, h, w).
+The training loader batches samples of one shape only (buckets.BucketBatchSampler).
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ from cogvideox_sat.data.clip import FPS_SAMPLING, ClipSpec, bucket_rule, load_cl
 from cogvideox_sat.data.hashing import HashMemo, digest_of
 from cogvideox_sat.data.cached_items import cached_item
 from cogvideox_sat.data.latent_cache import LatentCache
-from cogvideox_sat.data.layouts import FolderIndex, index_folder, read_caption
+from cogvideox_sat.data.layouts import FolderIndex, count_images, index_folder, read_caption
 from cogvideox_sat.data.skips import BadSample, NoUsableSamples, SkipCounter, format_counts, report_skip
+from cogvideox_sat.data.still import image_size, load_still, read_image, still_shape
 from cogvideox_sat.data.transforms import RESIZE_MODES, resize_center_crop, to_unit_range
 
 PIXEL_PIPELINE_VERSION = 1  # bump when decoding/sampling/resizing changes the pixels (invalidates caches)
@@ -86,6 +93,7 @@ class SFTDataset(Dataset):
         caption_column: str = "prompts.txt",
         video_column: str = "videos.txt",
         image_column: str = "images.txt",
+        still_images: bool = False,
     ) -> None:
         super().__init__()
         if fps_sampling not in FPS_SAMPLING:
@@ -104,18 +112,20 @@ class SFTDataset(Dataset):
         self.max_file_bytes = int(max_file_mb * 2**20)
         self.max_frame_side = int(max_frame_side)
         self.decode_timeout_s = decode_timeout_s
+        self.still_images = bool(still_images)
         self.skips = SkipCounter()
         self._bad: set[int] = set()  # per process: samples known bad, never retried
 
         # 1. Index the folder; drop what fails cheap checks (stat, caption file)
-        index = index_folder(self.data_dir, layout, caption_column, video_column, image_column)
+        index = index_folder(self.data_dir, layout, caption_column, video_column, image_column, self.still_images)
         found = len(index)
         self._index = self._screen(index)
-        # 2. Buckets: probe each clip's size and length, assign it a bucket
+        # 2. Shapes: with buckets or stills, probe each file's size (and length) and give it a shape
         self.buckets = parse_buckets(buckets) if buckets else None
+        self.shapes: list[tuple[int, int, int]] = list(self.buckets or [(self.max_num_frames, *self.video_size)])
         self.bucket_ids: np.ndarray | None = None
-        if self.buckets:
-            self._index, self.bucket_ids = self._assign_buckets(self._index)
+        if self.buckets or (self._index.stills is not None and self._index.stills.any()):
+            self._index, self.bucket_ids = self._assign_shapes(self._index)
             self._members = {int(b): np.flatnonzero(self.bucket_ids == b) for b in np.unique(self.bucket_ids)}
         # 3. Latent cache (opt-in)
         self.latent_cache = LatentCache(latent_cache) if latent_cache else None
@@ -152,9 +162,9 @@ class SFTDataset(Dataset):
     # ------------------------------------------------------------------ per-sample pieces
 
     def clip_spec(self, i: int) -> ClipSpec:
-        """How sample `i` becomes pixels (its bucket's shape when bucketing)."""
-        if self.bucket_ids is not None:
-            frames, h, w = self.buckets[int(self.bucket_ids[i])]
+        """How sample `i` becomes pixels (its bucket's shape when bucketing; 1 frame for a still)."""
+        if self.bucket_ids is not None and (self.buckets or self._index.is_still(i)):
+            frames, h, w = self.shapes[int(self.bucket_ids[i])]
             size, num_frames, fps_sampling = (h, w), frames, "exact"
         else:
             size, num_frames, fps_sampling = self.video_size, self.max_num_frames, self.fps_sampling
@@ -173,8 +183,11 @@ class SFTDataset(Dataset):
         caption = self.caption(i)
         spec = self.clip_spec(i)
         path = str(self._index.videos[i])
-        rule = bucket_rule(spec) if self.bucket_ids is not None else sft_rule(spec)
-        clip = load_clip(path, path, spec, rule, self.decode_timeout_s)
+        if self._index.is_still(i):
+            clip = load_still(path, path, spec.size, spec.resize, self.max_frame_side)
+        else:
+            rule = bucket_rule(spec) if self.buckets else sft_rule(spec)
+            clip = load_clip(path, path, spec, rule, self.decode_timeout_s)
         item: dict[str, Any] = {"mp4": to_unit_range(clip.frames), "txt": caption, "num_frames": clip.num_frames, "fps": self.fps}
         if self.with_image or self._index.images is not None:
             item["image"] = to_unit_range(self._first_image(i, clip.frames[:1], spec))
@@ -186,6 +199,9 @@ class SFTDataset(Dataset):
         path = str(self._index.videos[i])
         image = str(self._index.images[i]) if self._index.images is not None else None
         spec = self.clip_spec(i)
+        if self._index.is_still(i):
+            pixels = {"still": True, "size": spec.size, "resize": spec.resize, "version": PIXEL_PIPELINE_VERSION}
+            return digest_of({"video": hashes.digest(path), "caption": self.caption(i), "image": hashes.digest(image) if image else None, "pixels": pixels})
         return digest_of(
             {
                 "video": hashes.digest(path),
@@ -196,7 +212,7 @@ class SFTDataset(Dataset):
                     "fps": spec.fps,
                     "num_frames": spec.num_frames,
                     "skip_frms_num": float(spec.skip_frms_num),
-                    "sampling": "bucket" if self.bucket_ids is not None else spec.fps_sampling,
+                    "sampling": "bucket" if self.buckets else spec.fps_sampling,
                     "resize": spec.resize,
                     "version": PIXEL_PIPELINE_VERSION,
                 },
@@ -254,14 +270,7 @@ class SFTDataset(Dataset):
         if self._index.images is None:
             return first_frame
         path = str(self._index.images[i])
-        try:
-            from PIL import Image, UnidentifiedImageError
-
-            with Image.open(path) as img:
-                pixels = np.asarray(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            raise BadSample("corrupt", path, str(err)) from None
-        return resize_center_crop(torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None], spec.size, spec.resize)
+        return resize_center_crop(read_image(path, path), spec.size, spec.resize)
 
     def _fallbacks(self, index: int) -> Iterator[int]:
         """`index`, then the following samples (same bucket), skipping known-bad ones."""
@@ -311,12 +320,17 @@ class SFTDataset(Dataset):
         if size > self.max_file_bytes:
             raise BadSample("too_large", path, f"{size} bytes > max_file_mb ({self.max_file_bytes} bytes)")
 
-    def _assign_buckets(self, index: FolderIndex) -> tuple[FolderIndex, np.ndarray]:
-        """Probe every clip (one decoded frame each, a few at a time) and pick its bucket."""
-        paths = [str(p) for p in index.videos]
+    def _assign_shapes(self, index: FolderIndex) -> tuple[FolderIndex, np.ndarray]:
+        """The shape of every sample: a video's bucket (probing one decoded frame, a few clips at a
+        time) or the video size; a still's (1, h, w) from its header. Shape ids index `shapes`."""
 
-        def one(path: str) -> int | BadSample:
+        def one(i: int) -> tuple[int, int, int] | BadSample:
+            path = str(index.videos[i])
             try:
+                if index.is_still(i):
+                    return still_shape(self.buckets, self.video_size, *image_size(path, path, self.max_frame_side))
+                if not self.buckets:
+                    return (self.max_num_frames, *self.video_size)
                 info, h, w = probe(path, path, self.decode_timeout_s, self.max_frame_side)
             except BadSample as bad:
                 return bad
@@ -325,16 +339,18 @@ class SFTDataset(Dataset):
             if bucket is None:
                 shortest = min(f for f, _, _ in self.buckets)
                 return BadSample("too_short", path, f"{avail} frames at {self.fps} fps, the shortest bucket needs {shortest}")
-            return bucket
+            return self.buckets[bucket]
 
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            results = list(pool.map(one, paths))
-        ids = np.full(len(paths), -1, dtype=np.int64)
+            results = list(pool.map(one, range(len(index))))
+        ids = np.full(len(index), -1, dtype=np.int64)
         for i, r in enumerate(results):
             if isinstance(r, BadSample):
                 report_skip(self.skips, r)
-            else:
-                ids[i] = r
+                continue
+            if r not in self.shapes:
+                self.shapes.append(r)
+            ids[i] = self.shapes.index(r)
         keep = ids >= 0
         return index.select(keep), ids[keep]
 
@@ -347,7 +363,9 @@ class SFTDataset(Dataset):
                 report_skip(self.skips, bad)
                 self._bad.add(i)
         hint = " (is the latent cache built for this data and these params?)" if self.latent_cache else ""
+        if not found and not self.still_images and count_images(self.data_dir):
+            hint = f" ({count_images(self.data_dir)} image files are there: set data.params.still_images: true to train on them as one-frame clips)"
         raise NoUsableSamples(
-            f"no usable sample in '{self.data_dir}': {found} videos found, skipped: "
+            f"no usable sample in '{self.data_dir}': {found} {'files' if self.still_images else 'videos'} found, skipped: "
             f"{format_counts(self.skips.counts())}{hint}; the warnings above name each file"
         )

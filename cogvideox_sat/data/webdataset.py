@@ -1,6 +1,7 @@
 """VideoDataset: captioned clips streamed from WebDataset tar shards (target `data_video.VideoDataset`).
 
-Each sample of a shard holds a video (`mp4`, or `avi`/`mov`/`mkv`/`webm`), its caption
+Each sample of a shard holds a video (`mp4`, or `avi`/`mov`/`mkv`/`webm`) or a still image
+(`jpg`/`jpeg`/`png`/`webp`/`bmp`, trained as a one-frame clip: see still.py), its caption
 (member `<txt_key>`, default `caption`; or `txt`; or that field of the json) and metadata with
 `duration` and `fps` (a `json` member, or the official `.meta.jsonl` sidecar). Items are the
 official ones: `mp4` float (num_frames, C, H, W) in [-1, 1], `txt`, `num_frames`, `fps`.
@@ -43,6 +44,7 @@ from cogvideox_sat.data.latent_cache import LatentCache
 from cogvideox_sat.data.shard_keys import CachedSample, shard_index_key
 from cogvideox_sat.data.shards import RawSample, assign_shards, expand_shards, iter_shard
 from cogvideox_sat.data.skips import BadSample, NoUsableSamples, SkipCounter, format_counts, report_skip
+from cogvideox_sat.data.still import IMAGE_EXTS, image_size, load_still, still_shape
 from cogvideox_sat.data.transforms import RESIZE_MODES, to_unit_range
 
 VIDEO_EXTS = ("mp4", "avi", "mov", "mkv", "webm")
@@ -223,10 +225,13 @@ class VideoDataset(IterableDataset):
 
     def process(self, sample: RawSample, rng: random.Random) -> dict[str, Any]:
         """Raw tar members -> official item; BadSample when the sample is unusable."""
-        # 1. Video member
+        # 1. Video member (or a still image: a one-frame clip)
         ext = next((e for e in VIDEO_EXTS if e in sample.members), None)
+        still = next((e for e in IMAGE_EXTS if e in sample.members), None)
+        if ext is None and still is not None:
+            return self.process_still(sample, still)
         if ext is None:
-            big = next((e for e in VIDEO_EXTS if e in sample.oversized), None)
+            big = next((e for e in VIDEO_EXTS + IMAGE_EXTS if e in sample.oversized), None)
             if big is not None:
                 raise BadSample("too_large", f"{sample.name}.{big}", f"{sample.oversized[big]} bytes > max_file_mb")
             raise BadSample("missing", sample.name, f"no video member (has: {sorted(sample.members)})")
@@ -235,15 +240,7 @@ class VideoDataset(IterableDataset):
         if not video:
             raise BadSample("empty", name)
         # 2. Metadata and caption
-        meta = dict(sample.meta)
-        if "json" in sample.members:
-            try:
-                meta.update(json.loads(sample.members["json"]))
-            except ValueError:
-                pass  # unreadable json: fall back to probing the video
-        text = _caption(sample, meta, self.txt_key)
-        if not text and not self.allow_empty_caption:
-            raise BadSample("captionless", name)
+        meta, text = self._meta_and_caption(sample, name)
         duration, source_fps = _as_float(meta.get("duration")), _as_float(meta.get("fps"))
         # 3. Too short, known from the metadata alone (official check, before decoding)
         if duration is not None and source_fps:
@@ -254,6 +251,28 @@ class VideoDataset(IterableDataset):
         spec, rule = self._spec_and_rule(video, name, meta, duration, rng)
         clip = load_clip(video, name, spec, rule, self.decode_timeout_s)
         return {"mp4": to_unit_range(clip.frames), "txt": text, "num_frames": clip.num_frames, "fps": self.fps}
+
+    def process_still(self, sample: RawSample, ext: str) -> dict[str, Any]:
+        """A still image member -> one-frame item (`num_frames` 1) at its shape (see still.py)."""
+        name = f"{sample.name}.{ext}"
+        _, text = self._meta_and_caption(sample, name)
+        data = sample.members[ext]
+        h, w = image_size(data, name, self.max_frame_side) if self.buckets else self.image_size
+        _, sh, sw = still_shape(self.buckets, self.image_size, h, w)
+        clip = load_still(data, name, (sh, sw), self.resize, self.max_frame_side)
+        return {"mp4": to_unit_range(clip.frames), "txt": text, "num_frames": 1, "fps": self.fps}
+
+    def _meta_and_caption(self, sample: RawSample, name: str) -> tuple[dict, str]:
+        meta = dict(sample.meta)
+        if "json" in sample.members:
+            try:
+                meta.update(json.loads(sample.members["json"]))
+            except ValueError:
+                pass  # unreadable json: fall back to probing the video
+        text = _caption(sample, meta, self.txt_key)
+        if not text and not self.allow_empty_caption:
+            raise BadSample("captionless", name)
+        return meta, text
 
     def _spec_and_rule(self, video: bytes, name: str, meta: dict, duration: float | None, rng: random.Random) -> tuple[ClipSpec, IndexRule]:
         if self.buckets is None:

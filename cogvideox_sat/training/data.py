@@ -1,4 +1,4 @@
-"""Training data loaders: datasets from the `data:` section, a resumable sharded sampler."""
+"""Training data loaders: datasets from the `data:` section (weighted, split), a resumable sharded sampler."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from cogvideox_sat.registry import resolve_target
 
@@ -55,15 +55,57 @@ class ResumableShardSampler(Sampler[int]):
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
 
 
-def build_datasets(args: argparse.Namespace, paths: Optional[list[str]]) -> Optional[Dataset]:
+def _create(args: argparse.Namespace, paths: list[str]) -> list[Dataset]:
     """One dataset per path through the data class's official `create_dataset_function`."""
-    if not paths:
-        return None
     cfg = args.data_config
     cls = resolve_target(cfg["target"])
     params = dict(cfg.get("params") or {})
-    datasets = [cls.create_dataset_function(path, args, **params) for path in paths]
-    return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
+    return [cls.create_dataset_function(path, args, **params) for path in paths]
+
+
+def combine(datasets: list[Dataset], weights: Optional[list[float]], seed: int, rank: int) -> Dataset:
+    """Several datasets as one, weighted as SAT does (cogvideox_sat.data.mixing)."""
+    from cogvideox_sat.data.mixing import WeightedConcat, WeightedInterleave
+
+    if len(datasets) == 1 and weights is None:
+        return datasets[0]
+    if all(isinstance(d, IterableDataset) for d in datasets):
+        return WeightedInterleave(datasets, weights, seed, rank)
+    return WeightedConcat(datasets, weights)
+
+
+def build_datasets(args: argparse.Namespace, paths: Optional[list[str]], weights: Optional[list[float]] = None, rank: int = 0) -> Optional[Dataset]:
+    """The datasets of `paths`, combined with `weights` (one per path, None: all 1)."""
+    if not paths:
+        return None
+    from cogvideox_sat.data.mixing import check_weights
+
+    weights = check_weights(weights, len(paths))
+    return combine(_create(args, paths), weights, args.seed, rank)
+
+
+def build_training_data(args: argparse.Namespace, rank: int, with_valid: bool) -> tuple[Dataset, Optional[Dataset]]:
+    """(train set, validation set or None) as SAT's `make_loaders`: `train_data` weighted by
+    `train_data_weights`; with `split`, each train_data dataset is cut first (data.split) and its
+    valid part validates unless `valid_data` is given; the test part is held out (no test pass)."""
+    from cogvideox_sat.data.mixing import check_weights
+    from cogvideox_sat.data.split import parse_split, should_split, split_dataset
+
+    weights = check_weights(args.train_data_weights, len(args.train_data or []))
+    fractions = parse_split(args.split, args.valid_data is not None, args.test_data is not None)
+    if not should_split(fractions):
+        train = build_datasets(args, args.train_data, weights, rank)
+        return train, build_datasets(args, args.valid_data, None, rank) if with_valid else None
+    datasets = _create(args, args.train_data)
+    if any(isinstance(d, IterableDataset) for d in datasets):
+        raise ValueError(f"args.split {args.split!r}: streamed WebDataset shards cannot be split (officially too); set split: 1,0,0 and give valid_data")
+    parts = [split_dataset(d, fractions, args.block_size, args.seed) for d in datasets]
+    train = combine([p[0] for p in parts], weights, args.seed, rank)
+    if not with_valid:
+        return train, None
+    if args.valid_data is not None:
+        return train, build_datasets(args, args.valid_data, None, rank)
+    return train, combine([p[1] for p in parts], weights, args.seed, rank) if fractions[1] > 0 else None
 
 
 def build_loader(
@@ -83,7 +125,7 @@ def build_loader(
     batch holds one shape; others a per-sample sampler. `worker_init_fn` runs in each worker
     (training passes `preemption.ignore_stop_signals`).
     """
-    from cogvideox_sat.data import BucketBatchSampler, dataset_bucket_ids
+    from cogvideox_sat.data import BucketBatchedIterable, BucketBatchSampler, dataset_bucket_ids
 
     common = dict(
         num_workers=num_workers,
@@ -95,7 +137,8 @@ def build_loader(
         worker_init_fn=worker_init_fn,
     )
     if isinstance(dataset, IterableDataset):  # WebDataset shards: split by rank/worker inside
-        return DataLoader(dataset, batch_size=batch_size, **common), None
+        # batched inside each worker, items of one shape per batch (buckets, stills, mixed datasets)
+        return DataLoader(BucketBatchedIterable(dataset, batch_size), batch_size=None, **common), None
     bucket_ids = dataset_bucket_ids(dataset)
     if bucket_ids is not None:
         batches = BucketBatchSampler(bucket_ids, batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)

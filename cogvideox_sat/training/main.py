@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from cogvideox_sat import distributed
 from cogvideox_sat.registry import allow_any_target
 from cogvideox_sat.training.checkpoint import MODEL_STATES, choose_resume_tag, resume_checkpoint
-from cogvideox_sat.training.data import BatchStream, build_datasets, build_loader
+from cogvideox_sat.training.data import BatchStream, build_loader, build_training_data
 from cogvideox_sat.training.ema import WeightEma, adam_params, ema_settings, ema_tag, has_ema
 from cogvideox_sat.training.loop import LoopConfig, LoopState, run_loop
 from cogvideox_sat.training.metrics import MetricsLogger
@@ -157,7 +157,15 @@ def enable_sequence_parallel(engine: torch.nn.Module) -> None:
 
 
 def check_latent_cache(dataset: Any, args: argparse.Namespace, engine: torch.nn.Module) -> None:
-    """A dataset reading precomputed latents must match this run's VAE and T5 weights."""
+    """A dataset reading precomputed latents must match this run's VAE and T5 weights (each
+    dataset of a mixed or split one)."""
+    from cogvideox_sat.data.mixing import leaves
+
+    for leaf in leaves(dataset):
+        _check_one_latent_cache(leaf, args, engine)
+
+
+def _check_one_latent_cache(dataset: Any, args: argparse.Namespace, engine: torch.nn.Module) -> None:
     cache = getattr(dataset, "latent_cache", None)
     if cache is None:
         return
@@ -195,7 +203,8 @@ def _train(args: argparse.Namespace, signals: SignalWatch) -> LoopState:
         OmegaConf.save(OmegaConf.create(args.log_config_merged), run_dir / "training_config.yaml")
 
     # 1. data
-    train_set = build_datasets(args, args.train_data)
+    # train_data weighted by train_data_weights, split by args.split (valid part or valid_data)
+    train_set, valid_set = build_training_data(args, placement.dp_rank, with_valid=bool(args.eval_interval))
     loader, sampler = build_loader(
         train_set, args.batch_size, args.num_workers, placement.dp_rank, placement.dp_world_size, args.seed,
         prefetch_factor=args.prefetch_factor,
@@ -203,8 +212,7 @@ def _train(args: argparse.Namespace, signals: SignalWatch) -> LoopState:
     )
     stream = BatchStream(loader, sampler)
     valid_stream = None
-    if args.eval_interval and args.valid_data:
-        valid_set = build_datasets(args, args.valid_data)
+    if valid_set is not None:
         vloader, vsampler = build_loader(valid_set, args.eval_batch_size or args.batch_size, 0, placement.dp_rank, placement.dp_world_size, args.seed + 1)
         valid_stream = BatchStream(vloader, vsampler)
 

@@ -75,8 +75,6 @@ def test_inert_key_at_its_neutral_value_is_quiet(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "overlay, key",
     [
-        ({"args": {"split": "8,1,1"}}, "args.split"),
-        ({"args": {"train_data_weights": [2, 1]}}, "args.train_data_weights"),
         ({"args": {"batch_from_same_dataset": True}}, "args.batch_from_same_dataset"),
     ],
 )
