@@ -109,3 +109,25 @@ def test_prefetch_factor_reaches_the_loader() -> None:
     assert loader.prefetch_factor == 7
     loader, _ = build_loader(torch.utils.data.TensorDataset(torch.zeros(4, 1)), 1, 0, 0, 1, 0, prefetch_factor=7)
     assert loader.prefetch_factor is None
+
+
+# ---- train_data_weights and split act, and bad values are errors naming the key ------------------
+def test_weights_and_split_are_accepted(tmp_path: Path) -> None:
+    run = run_with(tmp_path, {"args": {"train_data_weights": [2], "split": "8,1,1", "block_size": 4}})
+    assert run.ok and not messages(run, "args.train_data_weights") and not messages(run, "args.split")
+
+
+@pytest.mark.parametrize(
+    "overlay, key, text",
+    [
+        ({"args": {"train_data_weights": [2, 1]}}, "args.train_data_weights", "one weight per dataset"),
+        ({"args": {"train_data_weights": [0]}}, "args.train_data_weights", "at least one > 0"),
+        ({"args": {"split": "eight,1,1"}}, "args.split", "949,50,1"),
+        ({"args": {"split": "0,1,0"}}, "args.split", "no training data"),
+        ({"args": {"split": "8,1,1", "block_size": 0}}, "args.block_size", ">= 1"),
+    ],
+)
+def test_bad_weights_or_split_are_errors(tmp_path: Path, overlay: dict, key: str, text: str) -> None:
+    run = run_with(tmp_path, overlay)
+    (msg,) = messages(run, key)
+    assert not run.ok and text in msg
