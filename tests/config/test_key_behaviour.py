@@ -131,3 +131,15 @@ def test_bad_weights_or_split_are_errors(tmp_path: Path, overlay: dict, key: str
     run = run_with(tmp_path, overlay)
     (msg,) = messages(run, key)
     assert not run.ok and text in msg
+
+
+def test_mixed_images_example_config_validates(tmp_path: Path) -> None:
+    from cogvideox_sat.config import validate_run
+    from tests.config.helpers import demo_train_files, write_yaml
+
+    (tmp_path / "stills").mkdir()
+    files = [*demo_train_files(tmp_path), str(REPO / "configs" / "sft_images_mixed.yaml")]
+    paths = {"train_data": [str(tmp_path / "data"), str(tmp_path / "stills")], "valid_data": [str(tmp_path / "data")]}
+    run = validate_run([*files, write_yaml(tmp_path / "mixed_paths.yaml", {"args": paths})], "train")
+    assert run.ok, messages(run)
+    assert run.args.train_data_weights == [1, 4] and run.loaded.section("data")["params"]["still_images"] is True
