@@ -9,14 +9,18 @@
 #   bash benchmarks/run_h100.sh profile  # kernel time by category (matmul, attention, fused, copies, gaps) of 2B/5B LoRA steps
 #   bash benchmarks/run_h100.sh ckpt     # checkpoint save cost: 2B LoRA, DeepSpeed write vs manifest + fsync
 #   bash benchmarks/run_h100.sh sft      # full fine-tuning under ZeRO-2 with the optimizer: 2B, 5B (CPU offload) vs diffusers
+#   bash benchmarks/run_h100.sh mixed    # 2B LoRA r128 step on a batch of 480x720 stills and on a 49x480x720 clip
 # Output goes to stdout and, when OUT is set, to $OUT/<section>.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-section=${1:?section: dit|vae|train|sample|speed|sft|roofline|profile|ckpt|gputests}
+section=${1:?section: dit|vae|train|sample|speed|sft|roofline|profile|ckpt|mixed|gputests}
 log=${OUT:+$OUT/$section.log}
 run() { echo "+ $*"; timeout "${STEP_TIMEOUT:-540}" "$@"; echo "exit $?"; }
 {
 case "$section" in
+  mixed)
+    run python3 benchmarks/mixed_step.py --config configs/cogvideox_2b_lora.yaml --lora-rank 128 --size 480 720 --frames 49 \
+      --image-batch ${IMAGE_BATCH:-8} --video-batch 1 --precision bf16 ;;
   gputests) run python3 -m pytest -q -m gpu tests/models tests/vae -p no:cacheprovider ;;
   dit)
     run python3 benchmarks/dit_step.py configs/cogvideox_2b_lora.yaml --lora-rank 128 --checkpoint none full selective --check-attention
