@@ -1,4 +1,5 @@
-"""Video data: SFT folders, WebDataset shards, buckets, latent cache, bad-file tolerance.
+"""Video data: SFT folders, WebDataset shards, still images (one-frame clips), buckets, mixing
+and split of several datasets, latent cache, bad-file tolerance.
 
 `SFTDataset` and `VideoDataset` are the official `data_video.*` targets. Items are dicts with
 `mp4` float (T, C, H, W) in [-1, 1], `txt`, `num_frames`, `fps` (plus `image` for I2V, or

@@ -247,3 +247,18 @@ def test_latent_cache_holds_stills_as_one_latent_frame(folders: Path, tmp_path: 
     mixed = WeightedConcat([clips, stills], [1, 1])
     loader, _ = build_loader(mixed, batch_size=2, num_workers=0, rank=0, world_size=1, seed=0)
     assert sorted(b["mp4"].shape[2] for b in loader) == [1, 1, 1, 3, 3]
+
+
+def test_shard_latent_cache_holds_stills(clips: dict[str, bytes], tmp_path: Path) -> None:
+    import imageio.v2 as imageio
+
+    from cogvideox_sat.data import build_shard_latent_cache
+
+    buf = io.BytesIO()
+    imageio.imwrite(buf, np.full((48, 64, 3), 90, np.uint8), format="png")
+    shard = write_shard(tmp_path / "mixed.tar", {"s0": {"png": buf.getvalue(), "txt": b"a still"}, "v0": {"mp4": clips["a"], "txt": b"a clip"}})
+    params = dict(image_size=[H, W], num_frames=9, fps=8, shuffle_buffer=1, nshards=1, rank=0, world_size=1)
+    report = build_shard_latent_cache(VideoDataset(str(shard), **params), str(tmp_path / "cache"), TinyEncoders().encoders(), progress=False)
+    assert report.written == 2 and not report.skipped
+    items = list(VideoDataset(str(shard), latent_cache=str(tmp_path / "cache"), **params))
+    assert sorted((i["txt"], i["mp4"].shape[1]) for i in items) == [("a clip", 3), ("a still", 1)]
