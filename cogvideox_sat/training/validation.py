@@ -109,6 +109,7 @@ def sample_share(engine: Any, batch: dict[str, Any], args: argparse.Namespace, r
             latent_frames=frames, frames=num_video_frames(frames, engine.temporal_patch_size, official), fps=fps,
             image=images is not None,
         )
+        record["rank"] = distributed.world_rank()  # which process drew it (any rank draws the same video)
         sample = ValidationSample(index, prompt, record)
         if images is not None:
             sample.image = images[j].permute(1, 2, 0).numpy()
