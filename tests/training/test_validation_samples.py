@@ -109,7 +109,7 @@ def _assert_same_video(validation: Path, reproduced: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sample_video_reproduces_validation_of_a_base_and_a_lora_run(assets: Path, tmp_path: Path) -> None:
+def test_sample_video_reproduces_validation_of_base_lora_and_i2v_runs(assets: Path, tmp_path: Path) -> None:
     # 1. full fine-tune with an ID token: two validation prompts, each recorded
     base = _train(tmp_path, "tiny_t2v.yaml", _overlay(assets, tmp_path / "base", eval_batch_size=2, id_token="sks"))
     samples = _samples(base)
@@ -126,6 +126,16 @@ def test_sample_video_reproduces_validation_of_a_base_and_a_lora_run(assets: Pat
     ((folder, record),) = _samples(lora)
     assert record["lora"] == {"r": 4, "lora_alpha": 4.0, "scale": 1.0}
     assert (record["load"], record["lora_load"]) == (str(base.resolve()), str(lora.resolve() / "2"))
+    _assert_same_video(folder, _reproduce(folder))
+
+    # 3. image-to-video: the clip's first frame is saved beside the sample and conditions both
+    from tests.sampling.conftest import build_engine
+
+    torch.save({"state_dict": build_engine("tiny_i2v", assets / "t5", seed=7).first_stage_model.state_dict()}, tmp_path / "vae_i2v.pt")
+    extra = _overlay(assets, tmp_path / "i2v", eval_batch_size=1)
+    extra["model"]["first_stage_config"]["params"]["ckpt_path"] = str(tmp_path / "vae_i2v.pt")
+    ((folder, record),) = _samples(_train(tmp_path, "tiny_i2v.yaml", extra))
+    assert record["image"] == "image.png" and iio.imread(folder / "image.png").shape == (64, 96, 3)
     _assert_same_video(folder, _reproduce(folder))
 
 
