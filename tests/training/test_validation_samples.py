@@ -153,3 +153,17 @@ def test_validation_prompts_are_split_across_two_gloo_ranks(assets: Path, tmp_pa
     # the video rank 1 drew is the one a single process draws from its record
     (folder, _), = [(f, r) for f, r in samples if r["rank"] == 1]
     _assert_same_video(folder, _reproduce(folder))
+
+
+def test_from_validation_says_when_the_iteration_was_not_saved(tmp_path: Path) -> None:
+    from cogvideox_sat.sampling.reproduce import RECORD_FILE, ReproduceError, expand_from_validation
+
+    folder = tmp_path / "run" / "samples" / "iter_000100" / "0_a_cat" / "0"
+    folder.mkdir(parents=True)
+    record = {"iteration": 100, "run": str(tmp_path / "run"), "load": str(tmp_path / "run" / "100"), "lora_load": None}
+    (folder / RECORD_FILE).write_text(json.dumps(record))
+    assert expand_from_validation(["--seed", "1"]) == ["--seed", "1"]
+    with pytest.raises(ReproduceError, match="iteration 100 was validated but not saved"):
+        expand_from_validation(["--from-validation", str(folder)])
+    with pytest.raises(ReproduceError, match="no sample.json"):
+        expand_from_validation(["--from-validation", str(tmp_path)])
