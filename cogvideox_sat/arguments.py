@@ -172,6 +172,13 @@ class OurArgs(_Group):
         None, ge=1, description="sampling: latent frames per VAE decode chunk (less memory); default: the official min(10, t // 2) chunks"
     )
 
+    id_token: Optional[str] = Field(
+        None,
+        description="training: put in front of every caption (e.g. a rare word for a subject or style) and of validation "
+        "prompts that lack it; kept in the run's training_config.yaml. Sampling: defaults to the token of the run in "
+        "lora_load / load; \"\" turns it off",
+    )
+
     train_frame_rule: Literal["8n+1", "4k+1"] = Field(
         "8n+1",
         description="frame-count rule for training clips; 4k+1 opts out of the 8N+1 rule "

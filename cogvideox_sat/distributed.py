@@ -197,3 +197,13 @@ def max_over_ranks(value: int, device: Any) -> int:
     t = torch.tensor([value], dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item())
+
+
+def gather_to_first(value: Any) -> list[Any] | None:
+    """Every rank's `value`, in rank order, on global rank 0 only (None elsewhere): a collective
+    that leaves the other ranks' memory alone (validation videos gathered for logging)."""
+    if world_size() == 1:
+        return [value]
+    values: list[Any] | None = [None] * world_size() if world_rank() == 0 else None
+    dist.gather_object(value, values, dst=0)
+    return values

@@ -110,6 +110,7 @@ ARGS: dict[str, KeyBehaviour] = {
     "save_on_signal": _acts("SIGTERM/SIGINT/SIGUSR1: every rank saves this iteration, exit 75"), "sequence_parallel": _acts(), "lora_load": _acts(), "lora_merge": _acts(),
     "ema": _acts("sampling/tools: use <latest>-ema"), "official_decode": _acts(), "decode_chunk_frames": _acts(),
     "train_frame_rule": _acts(),
+    "id_token": _acts("ours (as diffusers' --id_token): in front of every training caption and of validation/sampling prompts lacking it; sampling reads the run's"),
 }
 
 MODEL: dict[str, KeyBehaviour] = {

@@ -466,3 +466,25 @@ def sequence_parallel_layout(ctx: RunContext) -> Iterator[Problem]:
                 yield _p(ctx, "args.model_parallel_size", str(err))
     if ctx.world_size % mp:
         yield _p(ctx, "args.model_parallel_size", f"{mp} does not divide the {ctx.world_size} processes", "launch a multiple of model_parallel_size processes")
+
+
+# ---- ID token ----------------------------------------------------------------------------
+@rule
+def id_token_reaches_the_text_encoder(ctx: RunContext) -> Iterator[Problem]:
+    """The token is put in front of the captions (`txt`): an embedder must read them, else it
+    would be silently ignored."""
+    token = ctx.args.id_token if ctx.args is not None else None
+    if not token:
+        return
+    if not token.strip():
+        yield _p(ctx, "args.id_token", f"{token!r} is only whitespace", "set a word (e.g. a rare token naming the subject) or remove id_token")
+        return
+    from cogvideox_sat.id_token import CAPTION_KEY
+
+    embedders = ((ctx.model.get("conditioner_config") or {}).get("params") or {}).get("emb_models") or []
+    keys = [e.get("input_key") for e in embedders if isinstance(e, dict)]
+    if embedders and CAPTION_KEY not in keys:
+        yield _p(
+            ctx, "args.id_token", f"no conditioner embedder reads the captions ('{CAPTION_KEY}'; input keys: {keys}), so the token would change nothing",
+            f"give the text embedder input_key: {CAPTION_KEY} or remove id_token",
+        )

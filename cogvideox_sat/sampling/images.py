@@ -29,7 +29,13 @@ def load_condition_image(path: str | os.PathLike, size: Sequence[int]) -> torch.
         )
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"))  # [H, W, 3] uint8
-    frames = torch.from_numpy(pixels.copy()).permute(2, 0, 1).unsqueeze(0)  # [1, 3, H, W]
+    return condition_image(torch.from_numpy(pixels.copy()).permute(2, 0, 1), size)
+
+
+def condition_image(pixels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """uint8 [3, H, W] -> float32 [1, 3, 1, height, width] in [-1, 1] (`size` = [height, width]);
+    validation conditions on a clip's first frame through this too, so a PNG of that frame given
+    to sample_video.py gives the same condition."""
     height, width = (int(v) for v in size)
-    frames = resize_center_crop(frames, (height, width))
+    frames = resize_center_crop(pixels.unsqueeze(0), (height, width))  # [1, 3, H, W]
     return to_unit_range(frames).permute(1, 0, 2, 3).unsqueeze(0)  # [1, 3, 1, H, W]

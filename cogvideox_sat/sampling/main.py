@@ -4,8 +4,9 @@ For each prompt of this rank (file or stdin, `prompt@@image_path` for image-to-v
 of `batch_size` samples: condition on the text (and image), sample latents with the config's
 sampler, guider and step count, decode them in temporal chunks and write one mp4 + a PNG
 contact sheet (or only the latents). Sample `s` of prompt line `i` is drawn with seed
-`seed + i * batch_size + s`, so a video does not depend on which rank drew it or on what was
-sampled before it.
+`seed + i * batch_size + s` (generate.py, shared with validation during training), so a video
+does not depend on which rank drew it or on what was sampled before it. Prompts get the run's
+ID token (id_token.py) unless they contain it.
 
 Under torchrun the ranks of one model-parallel group sample the same prompts; with
 `args.sequence_parallel` they share each sample's DiT work (Ulysses, see placement.py) and the
@@ -16,26 +17,27 @@ from __future__ import annotations
 
 import argparse
 import copy
-import random
+import dataclasses
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from cogvideox_sat.id_token import prompt_with_id_token, sampling_id_token
 from cogvideox_sat.io.sat_checkpoint import ema_weights
 from cogvideox_sat.registry import allow_any_target
-from cogvideox_sat.sampling.conditioning import image_concat, prompt_conditions
 from cogvideox_sat.sampling.decoding import decode_samples
+from cogvideox_sat.sampling.generate import draw_latents, prompt_inputs, sample_seed
 from cogvideox_sat.sampling.images import load_condition_image
 from cogvideox_sat.sampling.outputs import sample_folder, write_latents, write_video
 from cogvideox_sat.sampling.placement import BroadcastChannel, SamplingPlacement, enable_sequence_parallel, place
 from cogvideox_sat.sampling.prompts import Prompt, read_prompt_file, read_stdin
 from cogvideox_sat.sampling.weights import load_sampling_weights, merge_lora_weights
+from cogvideox_sat.training.rng import seed_everything
 
 # Set for sampling whatever the config says, as the official sample_video.py does: one-GPU
 # VAE decoding, no tensor parallelism, no activation checkpointing, no uniform timestep groups.
@@ -97,16 +99,6 @@ def check_task(engine: Any, image2video: bool) -> None:
         raise ValueError("args.image2video is set but the model is text-to-video (no model.noised_image_input)")
 
 
-def sample_seed(base: int, prompt_index: int, sample_index: int, samples_per_prompt: int) -> int:
-    return base + prompt_index * samples_per_prompt + sample_index
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def latent_shape(engine: Any, args: argparse.Namespace) -> tuple[int, int, int, int]:
     """(t, c, h, w) of the latents to sample: sampling_num_frames latent frames of the model's
     output channels (the official code reads args.latent_channels, which must equal them)."""
@@ -140,17 +132,13 @@ def sample_prompt(
 ) -> list[Path]:
     """All `batch_size` samples of one prompt; returns the files written."""
     # 1. conditions (text; image latent for image-to-video), drawn under the prompt's first seed
-    seed_everything(sample_seed(args.seed, prompt.index, 0, args.batch_size))
-    c, uc = prompt_conditions(engine, prompt.text)
-    if prompt.image_path is not None:
-        image = load_condition_image(prompt.image_path, args.sampling_image_size)
-        c["concat"] = uc["concat"] = image_concat(engine, image, shape[0])
+    image = None if prompt.image_path is None else load_condition_image(prompt.image_path, args.sampling_image_size)
+    c, uc = prompt_inputs(engine, prompt.text, image, shape[0], sample_seed(args.seed, prompt.index, 0, args.batch_size))
     written: list[Path] = []
     for index in range(args.batch_size):
         # 2. latents [1, t, c, h, w] from noise
-        seed_everything(sample_seed(args.seed, prompt.index, index, args.batch_size))
         start = time.perf_counter()
-        z = engine.sample(c, uc=uc, batch_size=1, shape=shape)
+        z = draw_latents(engine, c, uc, sample_seed(args.seed, prompt.index, index, args.batch_size), shape)
         sampled = time.perf_counter() - start
         if not placement.writes:
             continue
@@ -174,6 +162,12 @@ def sample(args: argparse.Namespace) -> list[Path]:
     """Generate the videos of every prompt of this rank; returns the files it wrote."""
     placement = place(args)
     prompts = prompt_source(args, placement)
+    token = sampling_id_token(args)
+    if token is not None:
+        if placement.is_main:
+            print(f"ID token {token!r} goes in front of prompts that lack it", flush=True)
+        tokened = (dataclasses.replace(p, text=prompt_with_id_token(p.text, token)) for p in prompts)
+        prompts = list(tokened) if isinstance(prompts, list) else tokened  # a file's list keeps its length
     seed_everything(args.seed)  # what the config leaves random (a demo VAE, fresh adapters) is reproducible
     engine = build_sampling_engine(args, placement.device, verbose=placement.is_main)
     if getattr(args, "sequence_parallel", False):

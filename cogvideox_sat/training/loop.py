@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from cogvideox_sat import distributed
+from cogvideox_sat.id_token import caption_batch
 from cogvideox_sat.training.checkpoint import save_checkpoint
 from cogvideox_sat.training.metrics import MetricsLogger
 from cogvideox_sat.training.preemption import EXIT_SAVED_ON_SIGNAL, SignalWatch, StoppedOnSignal, signal_name
@@ -36,6 +37,7 @@ class LoopConfig:
     max_nonfinite_in_row: int = 10
     keep_last: Optional[int] = None
     trainable_only: bool = True
+    id_token: Optional[str] = None  # in front of every training caption
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "LoopConfig":
@@ -49,6 +51,7 @@ class LoopConfig:
             max_nonfinite_in_row=args.max_nonfinite_steps,
             keep_last=args.keep_last_checkpoints,
             trainable_only=not args.save_frozen_weights,
+            id_token=args.id_token,
         )
 
 
@@ -94,7 +97,7 @@ def train_step(ds_engine: Any, stream: Any, device: torch.device, iteration: int
     step = iteration + 1  # the number logs and checkpoints give this step
     losses = []
     while len(losses) < ds_engine.gradient_accumulation_steps():
-        batch = move_batch(next(stream), device)
+        batch = caption_batch(move_batch(next(stream), device), cfg.id_token)
         batch["global_step"] = iteration
         loss, _ = ds_engine.module.shared_step(batch)
         if not _all_finite(loss):
@@ -232,23 +235,18 @@ def run_loop(
 
 
 def evaluate(engine: Any, valid_stream: Any, args: argparse.Namespace, cfg: LoopConfig, run_dir: Path, iteration: int, logger: MetricsLogger, device: torch.device) -> None:
-    """Validation loss on every rank; sample videos from the data-parallel rank 0 only."""
-    from cogvideox_sat import distributed
-
+    """Validation loss on every rank; then every rank samples its next validation batch's prompts
+    and rank 0 writes and logs them all (validation.save_validation_samples)."""
     was_training = engine.training
     engine.eval()
     rng = capture_rng_state()  # validation must not change the training run's random stream
     try:
-        loss = _mean_across_ranks(validation_loss(engine, valid_stream, cfg.eval_iters, device), device)
+        loss = _mean_across_ranks(validation_loss(engine, valid_stream, cfg.eval_iters, device, cfg.id_token), device)
         logger.log(iteration, {"val_loss": loss})
-        # the whole model-parallel group of data-parallel rank 0 samples (its VAE may be context
-        # parallel); only its first rank writes files
-        if distributed.get_data_parallel_rank() == 0:
-            batch = move_batch(next(valid_stream), device)
-            write = distributed.get_model_parallel_rank() == 0
-            paths = save_validation_samples(engine, batch, args, run_dir, iteration, logger, write)
-            if write:
-                print(f"validation at {iteration}: loss {loss:.6f}; samples in {paths[0].parent if paths else '-'}", flush=True)
+        batch = move_batch(next(valid_stream), device)
+        paths = save_validation_samples(engine, batch, args, run_dir, iteration, logger)
+        if paths:
+            print(f"validation at {iteration}: loss {loss:.6f}; {len(paths)} files in {run_dir / 'samples' / f'iter_{iteration:06d}'}", flush=True)
     finally:
         from cogvideox_sat.training.rng import restore_rng_state
 

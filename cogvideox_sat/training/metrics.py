@@ -60,9 +60,10 @@ class MetricsLogger:
             self._wandb.log({f"train/{k}": v for k, v in values.items()} | {f"skipped/{k}": v for k, v in (skipped or {}).items()}, step=iteration)
 
     def log_media(self, iteration: int, videos: dict[str, str], images: dict[str, str]) -> None:
-        """Validation samples: mp4 paths and contact-sheet PNG paths, by name."""
+        """Validation samples: mp4 paths and contact-sheet PNG paths, by name (listed in metrics.jsonl too)."""
         if not self.enabled:
             return
+        self._jsonl.write(json.dumps({"iteration": iteration, "val_videos": videos}) + "\n")
         if self._tb is not None:
             import imageio.v3 as iio
 
