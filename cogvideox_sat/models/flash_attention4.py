@@ -59,10 +59,12 @@ def unavailable_reason(device: torch.device, dtype: torch.dtype, head_dim: int, 
 # ---- the custom ops ------------------------------------------------------------------------------
 @torch.library.custom_op("cogvideox_sat::fa4_forward", mutates_args=())
 def fa4_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out (B, S, H, D), lse (B, H, S) float32) of non-causal attention, no mask."""
+    """(out (B, S, H, D), lse (B, H, S) float32) of non-causal attention, no mask. Outputs are
+    contiguous, as the fake implementation tells the compiler."""
     forward, _ = kernels()
+    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
     out, lse = forward(q, k, v, softmax_scale=softmax_scale, causal=False, return_lse=True)
-    return out, lse
+    return out.contiguous(), lse.contiguous()
 
 
 @fa4_forward.register_fake
@@ -77,8 +79,9 @@ def fa4_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) of `fa4_forward`."""
     _, backward = kernels()
+    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
     dq, dk, dv = backward(q, k, v, out, dout.contiguous(), lse, softmax_scale, False)[:3]
-    return dq, dk, dv
+    return dq.contiguous(), dk.contiguous(), dv.contiguous()
 
 
 @fa4_backward.register_fake
@@ -104,8 +107,12 @@ fa4_forward.register_autograd(_backward, setup_context=_setup_context)
 FORWARD_OP = torch.ops.cogvideox_sat.fa4_forward.default
 
 
+def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """FA4 takes any strides but the last (e.g. q, k, v as views of the packed projection)."""
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
 def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v over (B, S, heads, head_dim) tensors (last dim contiguous)."""
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    """softmax(q k^T / sqrt(d)) v over (B, S, heads, head_dim) tensors."""
     out, _ = fa4_forward(q, k, v, q.shape[-1] ** -0.5)
     return out

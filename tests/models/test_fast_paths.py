@@ -271,3 +271,31 @@ def test_fp8_converts_the_frozen_base_projections_only(monkeypatch):
     with pytest.raises(ValueError, match="transformer_args.fp8 needs a CUDA GPU"):
         monkeypatch.setattr(dit_module, "ALLOW_CPU_FOR_TESTS", False)
         model(**kwargs)
+
+
+def test_fa4_inside_the_ulysses_exchange(fa4_on_cpu):
+    """The sequence-parallel path hands FA4 its (B, S, heads / P, d) layout; a one-rank gloo group
+    runs the real all-to-alls around it."""
+    import torch.distributed as dist
+
+    from cogvideox_sat.models.transformer import SelfAttention
+    from cogvideox_sat.parallel.ulysses import SequenceShard
+
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        layer = SelfAttention(64, 4, 0.0, 0.0)
+        hidden = torch.randn(2, 19, 64, requires_grad=True)
+        shard = SequenceShard.split(19, dist.group.WORLD)
+        out = layer(hidden, shard=shard, kernel="fa4")
+        (grad,) = torch.autograd.grad(out.sum(), hidden)
+        ref = layer(hidden, kernel="math")
+        (ref_grad,) = torch.autograd.grad(ref.sum(), hidden)
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-5)
+        assert fa4_on_cpu.forward_calls == 1
+    finally:
+        if created:
+            dist.destroy_process_group()
