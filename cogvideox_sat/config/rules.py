@@ -447,6 +447,48 @@ def transformer_args_valid(ctx: RunContext) -> Iterator[Problem]:
         yield _p(ctx, key, str(err))
 
 
+@rule
+def fp8_options(ctx: RunContext) -> Iterator[Problem]:
+    """`transformer_args.fp8` / `fp8_base_storage`: GPU only; fp8 only on the bf16 model (fp32 and
+    fp16 are the exact official-parity path); FP8 storage only for the frozen base of LoRA."""
+    block = ctx.network.get("transformer_args") or {}
+    key = "model.network_config.params.transformer_args"
+    wanted = [name for name in ("fp8", "fp8_base_storage") if block.get(name) not in (None, False)]
+    if not wanted:
+        return
+    import torch
+
+    device = None if ctx.args is None else str(ctx.args.device)
+    if not torch.cuda.is_available() or device == "cpu":
+        where = "args.device is cpu" if device == "cpu" else "no CUDA GPU found"
+        for name in wanted:
+            yield _p(ctx, f"{key}.{name}", f"needs a CUDA GPU ({where})", f"remove {name} for CPU runs")
+    if "fp8" in wanted and not ctx.precision("bf16"):
+        yield _p(
+            ctx,
+            f"{key}.fp8",
+            "FP8 matmuls are for the bf16 model; fp32 and fp16 runs are the exact official-parity path",
+            "enable bf16 (args.bf16: true, deepspeed.bf16.enabled: true) or remove fp8",
+        )
+    if "fp8_base_storage" in wanted:
+        if not ctx.blocks_of("LoraMixin"):
+            yield _p(
+                ctx,
+                f"{key}.fp8_base_storage",
+                "stores the frozen base of a LoRA run in float8; without lora_config this is full fine-tuning, which trains those weights",
+                "add model.network_config.params.modules.lora_config or remove fp8_base_storage",
+            )
+        elif ctx.kind == "train" and "all" not in (ctx.model.get("not_trainable_prefixes") or []):
+            yield _p(
+                ctx,
+                f"{key}.fp8_base_storage",
+                "keeps the base weights frozen in float8, but model.not_trainable_prefixes leaves some of them trainable",
+                "set model.not_trainable_prefixes: [all] (only the LoRA adapters train) or remove fp8_base_storage",
+            )
+        if ctx.kind == "train" and ctx.args is not None and ctx.args.zero_stage == 3:
+            yield _p(ctx, f"{key}.fp8_base_storage", "ZeRO-3 would partition the float8 base weights", "use zero_stage 2 (the frozen base is not sharded anyway)")
+
+
 # ---- parallelism -------------------------------------------------------------------------
 @rule
 def sequence_parallel_layout(ctx: RunContext) -> Iterator[Problem]:

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from cogvideox_sat.diffusion.guiders import DynamicCFG, IdentityGuider
+from cogvideox_sat.diffusion.step_cache import StepCache
 from cogvideox_sat.diffusion.util import append_dims
 from cogvideox_sat.registry import instantiate_from_config
 
@@ -34,6 +35,9 @@ class VideoDDIMSampler:
     `device` is accepted for config compatibility; tables are built on the latents' device.
     `fixed_frames` > 0 keeps the first latent frames of the initial `x` fixed (re-noised at
     every step when `sdedit`), as the official VPSDEDPMPP2MSampler does.
+    `step_cache_threshold` (ours, off by default) skips the transformer's blocks after the first
+    on steps where the first block's residual changed less than this (see `step_cache`);
+    `last_step_cache` holds the counts of the last call.
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class VideoDDIMSampler:
         device: str = "cuda",
         fixed_frames: int = 0,
         sdedit: bool = False,
+        step_cache_threshold: float | None = None,
     ) -> None:
         self.num_steps = num_steps
         self.discretization = instantiate_from_config(discretization_config)
@@ -53,6 +58,15 @@ class VideoDDIMSampler:
         self.device = device
         self.fixed_frames = fixed_frames
         self.sdedit = sdedit
+        if step_cache_threshold is not None:
+            StepCache(step_cache_threshold)  # validates the value at construction
+        self.step_cache_threshold = step_cache_threshold
+        self.last_step_cache: StepCache | None = None
+
+    def _new_step_cache(self) -> StepCache | None:
+        cache = None if self.step_cache_threshold is None else StepCache(self.step_cache_threshold)
+        self.last_step_cache = cache
+        return cache
 
     # --- schedule -------------------------------------------------------------------------
 
@@ -105,11 +119,14 @@ class VideoDDIMSampler:
         scale: float | torch.Tensor | None = None,
         scale_emb: torch.Tensor | None = None,
         ofs: torch.Tensor | None = None,
+        step_cache: StepCache | None = None,
     ) -> torch.Tensor:
         """x_0 estimate at `alpha` [b]; with CFG the batch is doubled inside (uncond first)."""
         model_inputs: dict[str, Any] = {}
         if ofs is not None:
             model_inputs["ofs"] = ofs
+        if step_cache is not None:
+            model_inputs["step_cache"] = step_cache
         # The timestep index reaches the network as a float tensor, as in the official loop.
         if not isinstance(scale, torch.Tensor) and scale == 1:
             model_inputs["idx"] = x.new_ones([x.shape[0]]) * timestep
@@ -158,7 +175,7 @@ class VideoDDIMSampler:
         **model_inputs)`; returns the final x_0 estimate."""
         x, s_in, alpha, num_sigmas, cond, uc, timesteps = self.prepare_sampling_loop(x, cond, uc, num_steps)
         n = num_sigmas - 1
-        kwargs = dict(scale=scale, scale_emb=scale_emb, ofs=ofs)
+        kwargs = dict(scale=scale, scale_emb=scale_emb, ofs=ofs, step_cache=self._new_step_cache())
         for i in self.step_range(num_sigmas):
             timestep = timesteps[-(i + 1)]
             x = self.sampler_step(
@@ -251,7 +268,7 @@ class _DPMPP2MBase(VideoDDIMSampler):
     ) -> torch.Tensor:
         x, s_in, alpha, num_sigmas, cond, uc, timesteps = self.prepare_sampling_loop(x, cond, uc, num_steps)
         n = num_sigmas - 1
-        kwargs = dict(scale=scale, scale_emb=scale_emb, ofs=ofs)
+        kwargs = dict(scale=scale, scale_emb=scale_emb, ofs=ofs, step_cache=self._new_step_cache())
         prefix_frames = x[:, : self.fixed_frames] if self.fixed_frames > 0 else None
         old_denoised = None
         for i in self.step_range(num_sigmas):

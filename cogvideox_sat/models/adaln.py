@@ -42,8 +42,10 @@ def adaln_block(
     text_length: int,
     rotary: Rotary | None = None,
     shard: SequenceShard | None = None,
+    kernel: str | None = None,
 ) -> torch.Tensor:
-    """One block: (B, L + N, hidden) -> same shape. `emb` is the (B, time_embed_dim) condition.
+    """One block: (B, L + N, hidden) -> same shape. `emb` is the (B, time_embed_dim) condition;
+    `kernel` the resolved attention kernel (see `attention.resolve_backend`; None: resolve here).
 
     Under sequence parallelism `hidden` is this rank's `shard` of the tokens and `text_length`
     counts the text tokens in it; only attention sees (through `shard`) the whole sequence.
@@ -58,7 +60,7 @@ def adaln_block(
     # 2. Joint attention on the modulated, normalised sequence; gated residual
     normed = layer.input_layernorm(hidden)
     attention_input = modulate_segments(normed, L, (text_shift_msa, text_scale_msa), (shift_msa, scale_msa))
-    attention_output = layer.attention(attention_input, block.query_norm, block.key_norm, rotary, shard)
+    attention_output = layer.attention(attention_input, block.query_norm, block.key_norm, rotary, shard, kernel)
     hidden = gated_residual_segments(hidden, attention_output, L, text_gate_msa, gate_msa)
 
     # 3. MLP on the modulated, normalised sequence; gated residual

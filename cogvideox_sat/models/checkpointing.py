@@ -12,7 +12,7 @@ Modes (`transformer_args.checkpoint_mode`; `checkpoint_activations: true` turns 
   norms and GELU. Costs more memory than it saves time except on short clips.
 - The last `checkpoint_skip_layers` layers run without checkpointing (SAT semantics).
 Selective modes are built on torch's selective checkpoint contexts, which match ops by
-identity (and the MLP projection by its weight shape), so saved tensors are exactly those ops'
+identity (the SDPA kernels and FlashAttention-4's custom op, `attention.ATTENTION_OPS`) (and the MLP projection by its weight shape), so saved tensors are exactly those ops'
 outputs and every mode gives the same numbers. Checkpointing only happens when autograd
 records (training); under no_grad it is a no-op.
 
@@ -49,23 +49,16 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from .attention import ATTENTION_OPS as _ATTENTION_KERNELS
+
 SELECTIVE_MODES: tuple[str, ...] = ("selective", "selective_mlp_out", "selective_matmul")
 CHECKPOINT_MODES: tuple[str, ...] = ("full", *SELECTIVE_MODES, "none")
 
 _aten = torch.ops.aten
-_ATTENTION_KERNELS = tuple(
-    getattr(_aten, name).default
-    for name in (
-        "_scaled_dot_product_flash_attention",
-        "_scaled_dot_product_efficient_attention",
-        "_scaled_dot_product_cudnn_attention",
-        "_scaled_dot_product_flash_attention_for_cpu",
-        "_scaled_dot_product_fused_attention_overrideable",
-    )
-    if hasattr(_aten, name)
-)
 # op -> index of the (in, out) weight operand
 _MATMULS = {_aten.mm.default: 1, _aten.addmm.default: 2}
+if hasattr(_aten, "_scaled_mm"):  # FP8 projections (transformer_args.fp8): (input, weight_t, scales...)
+    _MATMULS[_aten._scaled_mm.default] = 1
 
 
 def _keep_attention(ctx, op, *args, **kwargs) -> CheckpointPolicy:

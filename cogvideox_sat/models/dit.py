@@ -20,7 +20,8 @@ import contextlib
 import math
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -29,18 +30,24 @@ from ..distributed import group_size
 from ..parallel.ulysses import SequenceShard, check_sequence_parallel_degree
 from ..registry import instantiate_from_config
 from .adaln import adaln_block
-from .attention import BACKENDS, kernel_context
+from .attention import BACKENDS, kernel_context, resolve_backend
 from .checkpointing import run_blocks
+from .fp8 import convert_projections_to_float8
+from .fp8_storage import store_frozen_base_in_float8
 from .geometry import TokenGrid, to_patch_size, token_grid
 from .swiglu import SwiGLUMixin
 from .timestep import SinusoidalTimestep, embedding_mlp, timestep_embedding
 from .transformer import Transformer, gelu_tanh
 from .transformer_args import CHECKPOINT_MODES, TransformerArgs
 
+if TYPE_CHECKING:
+    from ..diffusion.step_cache import StepCache
+
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 REQUIRED_MODULES = ("pos_embed_config", "patch_embed_config", "adaln_layer_config", "final_layer_config")
 OPTIONAL_MODULES = ("lora_config",)
 _INTERPOLATION = ("height_interpolation", "width_interpolation", "time_interpolation")
+ALLOW_CPU_FOR_TESTS = False  # tests only: run fp8 / fp8_base_storage on the CPU (runs refuse it)
 
 
 class DiffusionTransformer(nn.Module):
@@ -135,6 +142,9 @@ class DiffusionTransformer(nn.Module):
             self.add_mixin("lora", lora, reinit=True)
         self.set_attention_backend(self.transformer_args.attention_backend)
 
+        # 3. Opt-in FP8 (after LoRA: its frozen base Linears are the ones converted)
+        self._apply_fp8_options()
+
     # ---- construction ------------------------------------------------------------------------
     def _check_overrides(self, num_layers: int, hidden_size: int, heads: int, parallel_output: bool) -> None:
         given = {"num_layers": num_layers, "hidden_size": hidden_size, "num_attention_heads": heads, "parallel_output": parallel_output}
@@ -223,6 +233,21 @@ class DiffusionTransformer(nn.Module):
             compressed_num_frames=self.compressed_num_frames,
             hidden_size=self.hidden_size,
         )
+
+    def _apply_fp8_options(self) -> None:
+        """`transformer_args.fp8`: projections through torchao's FP8 matmuls (bf16 models only:
+        fp32 and fp16 are the official-parity path); `fp8_base_storage`: LoRA's frozen base kept
+        in float8. Both keep the state-dict keys."""
+        args = self.transformer_args
+        if args.fp8_recipe is not None:
+            if self.dtype != torch.bfloat16:
+                raise ValueError(
+                    f"transformer_args.fp8 needs the bf16 model (dtype bf16, args.bf16: true); this one is "
+                    f"{str(self.dtype).replace('torch.', '')}, the exact official-parity path: remove transformer_args.fp8 or train in bf16"
+                )
+            convert_projections_to_float8(self.transformer, args.fp8_recipe)
+        if args.fp8_base_storage:
+            store_frozen_base_in_float8(self)
 
     def initialize_weights(self) -> None:
         """SAT's init of the transformer body; everything else keeps nn.Linear's default init
@@ -315,6 +340,7 @@ class DiffusionTransformer(nn.Module):
         ofs: torch.Tensor | None = None,
         idx: torch.Tensor | None = None,
         scale_emb: Any = None,
+        step_cache: StepCache | None = None,
     ) -> torch.Tensor:
         """Predict for latents `x` (B, T, C, H, W) -> (B, T, out_channels, H, W).
 
@@ -323,9 +349,11 @@ class DiffusionTransformer(nn.Module):
         smaller batch is tiled, as for classifier-free guidance); `ofs` (B or 1,) is the 1.5 I2V
         offset (the official sampler uses 2.0); `y` is the class label when `num_classes` is set.
         `idx` and `scale_emb` are passed by the official loss/samplers and not used.
+        `step_cache` (sampling only) may skip the blocks after the first (`diffusion.step_cache`).
         """
         if timesteps is None or context is None:
             raise ValueError("DiffusionTransformer needs timesteps and context")
+        self._check_fp8_device(x.device)
         if (y is not None) != (self.num_classes is not None):
             raise ValueError("pass y if and only if the model is class-conditional (num_classes)")
 
@@ -360,13 +388,26 @@ class DiffusionTransformer(nn.Module):
         shard = None
         if self.sequence_parallel_group is not None:
             shard = SequenceShard.split(hidden.shape[1], self.sequence_parallel_group)
-        hidden = self._run_layers(hidden, emb, grid, shard)
+        hidden = self._run_layers(hidden, emb, grid, shard, step_cache)
 
         # 5. Final LayerNorm on all tokens, output head on image tokens, unpatchify
         hidden = self.transformer.final_layernorm(hidden)
         return self.mixins["final_layer"](hidden, emb, grid)
 
-    def _run_layers(self, hidden: torch.Tensor, emb: torch.Tensor, grid: TokenGrid, shard: SequenceShard | None = None) -> torch.Tensor:
+    def _check_fp8_device(self, device: torch.device) -> None:
+        args = self.transformer_args
+        if (args.fp8_recipe is not None or args.fp8_base_storage) and device.type != "cuda" and not ALLOW_CPU_FOR_TESTS:
+            key = "fp8" if args.fp8_recipe is not None else "fp8_base_storage"
+            raise ValueError(f"transformer_args.{key} needs a CUDA GPU (this model runs on {device.type}): remove it for CPU runs")
+
+    def _run_layers(
+        self,
+        hidden: torch.Tensor,
+        emb: torch.Tensor,
+        grid: TokenGrid,
+        shard: SequenceShard | None = None,
+        step_cache: StepCache | None = None,
+    ) -> torch.Tensor:
         adaln = self.mixins["adaln_layer"]
         rotary = self.mixins["pos_embed"].rotary(grid)
         swiglu = self.mixins["swiglu"].w2 if "swiglu" in self.mixins else None
@@ -380,19 +421,31 @@ class DiffusionTransformer(nn.Module):
             warnings.warn("transformer_args.compile is ignored under sequence parallelism: layers run eagerly", stacklevel=2)
             compile_backend = None
         compiled = compile_backend is not None
-        with kernel_context(self.attention_backend, hidden.device) if compiled else contextlib.nullcontext():
-            hidden = run_blocks(
-                adaln_block,
-                blocks,
-                hidden,
-                (emb, text_length, rotary, shard),
-                mode=self.checkpoint_mode,
-                chunk=self.transformer_args.checkpoint_num_layers,
-                skip_last=self.transformer_args.checkpoint_skip_layers,
-                hidden_size=self.hidden_size,
-                compile_backend=compile_backend,
-            )
+        # the attention kernel, chosen here (eagerly) and handed to the layers as a plain string
+        dropout = self.transformer_args.attention_dropout if self.training else 0.0
+        kernel = resolve_backend(self.attention_backend, hidden.device, hidden.dtype, self.hidden_size // self.num_attention_heads, dropout)
+        run = partial(
+            run_blocks,
+            adaln_block,
+            shared=(emb, text_length, rotary, shard, kernel),
+            mode=self.checkpoint_mode,
+            chunk=self.transformer_args.checkpoint_num_layers,
+            skip_last=self.transformer_args.checkpoint_skip_layers,
+            hidden_size=self.hidden_size,
+            compile_backend=compile_backend,
+        )
+        with kernel_context(kernel, hidden.device) if compiled else contextlib.nullcontext():
+            if step_cache is None:
+                hidden = run(blocks, hidden)
+            elif shard is not None:
+                raise ValueError("sampler_config.params.step_cache_threshold is not supported with sequence parallelism: remove it")
+            else:
+                hidden = step_cache.run(hidden, partial(_run_some, run, blocks[:1]), partial(_run_some, run, blocks[1:]))
         return shard.gather(hidden) if shard is not None else hidden
+
+
+def _run_some(run: Any, blocks: list[Any], hidden: torch.Tensor) -> torch.Tensor:
+    return run(blocks, hidden)
 
 
 def _to_dtype(dtype: str | torch.dtype) -> torch.dtype:

@@ -52,8 +52,10 @@ class LoraLinear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The base weight (lets code that inspects `.weight` keep working)."""
-        return self.original.weight
+        """The base weight (lets code that inspects `.weight` keep working); upcast when the
+        base is stored in FP8 (`fp8_storage`)."""
+        dequantized = getattr(self.original, "dequantized_weight", None)
+        return dequantized() if dequantized is not None else self.original.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # 1. Frozen base projection (..., in) -> (..., out)
@@ -76,7 +78,7 @@ class LoraLinear(nn.Module):
 
     def merged(self) -> nn.Linear:
         """A plain Linear equal to this layer (eval mode), on the same device and dtype."""
-        weight = self.original.weight
+        weight = self.weight
         linear = nn.Linear(
             weight.shape[1], weight.shape[0], bias=self.original.bias is not None, device=weight.device, dtype=weight.dtype
         )

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..parallel.ulysses import SequenceShard
-from .attention import attention
+from .attention import attention_bshd, resolve_backend
 from .norms import block_norm
 from .rope import Rotary
 
@@ -56,7 +56,10 @@ class SelfAttention(nn.Module):
         key_norm: TensorFn | None = None,
         rotary: Rotary | None = None,
         shard: SequenceShard | None = None,
+        kernel: str | None = None,
     ) -> torch.Tensor:
+        """`kernel`: the attention kernel already resolved by the caller (`resolve_backend`);
+        None resolves `self.backend` here (eager callers)."""
         b, s, _ = hidden.shape
         # 1. Project and split heads: (b, s, 3 * hidden) -> 3 x (b, s, heads, head_dim), q|k|v thirds
         qkv = self.query_key_value(hidden).view(b, s, 3, self.num_heads, self.head_dim)
@@ -72,10 +75,11 @@ class SelfAttention(nn.Module):
             q, k = rotary(q), rotary(k)
             if rotary.rotate_value:  # official rot_v
                 v = rotary(v)
-        # 4. Attention over (b, heads, s, head_dim)
+        # 4. Attention in the (b, s, heads, head_dim) layout (SDPA transposes inside)
         dropout = self.attention_dropout if self.training else 0.0
-        out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout, self.backend)
-        out = out.transpose(1, 2)
+        if kernel is None:
+            kernel = resolve_backend(self.backend, q.device, q.dtype, self.head_dim, dropout)
+        out = attention_bshd(q, k, v, dropout, kernel)
         if shard is not None:  # back to this rank's tokens with all heads
             out = shard.heads_to_sequence(out, head_dim=2)  # (b, s, heads, head_dim)
         # 5. Merge heads (b, s, hidden) and project

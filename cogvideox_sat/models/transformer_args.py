@@ -2,7 +2,8 @@
 
 The official code hands this block to SwissArmyTransformer as an argparse-like namespace that
 silently ignores unknown keys. Here every key is known, unknown keys raise with the valid
-choices, and three keys of ours are added (speed switches; results equal up to float rounding):
+choices, and keys of ours are added (speed switches; the first three give results equal up to
+float rounding, the two FP8 keys are opt-in approximations):
 
 - `checkpoint_mode`: which activation checkpointing `checkpoint_activations: true` means:
   `full` (recompute whole layers, the official behaviour and default), `selective` (keep the
@@ -12,6 +13,12 @@ choices, and three keys of ours are added (speed switches; results equal up to f
 - `compile`: run each transformer layer (with its checkpointing) through `torch.compile`,
   which fuses the elementwise work (adaLN modulation + LayerNorm, gated residuals, GELU,
   QK-norm, RoPE). Needs dropout 0 (all released configs).
+- `fp8`: `false` (default), `true` (= `tensorwise`), `tensorwise` or `rowwise`: the projection
+  matmuls in FP8 through torchao (`cogvideox_sat.models.fp8`); under LoRA the frozen base's
+  matmuls, the adapters stay in bf16. Needs a CUDA GPU with FP8 (sm89+), `dtype: bf16` (fp32 and
+  fp16 models are the official-parity path, kept exact) and torchao; best with `compile: true`.
+- `fp8_base_storage`: LoRA only: the frozen base weights stored in float8 e4m3 with per-row
+  scales and upcast layer by layer at use (`cogvideox_sat.models.fp8_storage`). Needs a CUDA GPU.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 
 from .attention import BACKENDS
 from .checkpointing import CHECKPOINT_MODES
+from .fp8 import RECIPES as FP8_RECIPES
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,8 @@ class TransformerArgs:
     checkpoint_mode: str | None = None
     attention_backend: str = "auto"
     compile: bool = False
+    fp8: bool | str = False
+    fp8_base_storage: bool = False
     vocab_size: int = 1  # SAT word embeddings; the patch embedding replaces them (unused)
     max_sequence_length: int = 64  # rows of the unused `transformer.position_embeddings` (RoPE models)
     layernorm_order: str = "pre"
@@ -69,6 +79,14 @@ class TransformerArgs:
             raise ValueError(f"transformer_args.compile must be true or false, got {self.compile!r}")
         if self.compile and (self.hidden_dropout or self.attention_dropout):
             raise ValueError("transformer_args.compile needs hidden_dropout and attention_dropout 0 (compiled recomputation does not replay dropout masks here)")
+        if self.fp8 is not False and self.fp8 is not True and self.fp8 not in FP8_RECIPES:
+            raise ValueError(f"transformer_args.fp8={self.fp8!r}; choose false, true, {' or '.join(FP8_RECIPES)}")
+        if not isinstance(self.fp8_base_storage, bool):
+            raise ValueError(f"transformer_args.fp8_base_storage must be true or false, got {self.fp8_base_storage!r}")
+        if self.fp8_recipe is not None and self.fp8_base_storage:
+            raise ValueError(
+                "transformer_args.fp8 and fp8_base_storage cannot be combined (FP8 matmuls read bf16 weights); keep one"
+            )
         if self.attention_backend not in BACKENDS:
             raise ValueError(f"transformer_args.attention_backend={self.attention_backend!r}; choose one of {BACKENDS}")
         if self.layernorm_order != "pre":
@@ -82,6 +100,13 @@ class TransformerArgs:
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"transformer_args.{name} must be in [0, 1)")
+
+    @property
+    def fp8_recipe(self) -> str | None:
+        """torchao's float8 recipe of `fp8` (None: off)."""
+        if self.fp8 is False:
+            return None
+        return "tensorwise" if self.fp8 is True else self.fp8
 
     @property
     def effective_checkpoint_mode(self) -> str:
