@@ -10,7 +10,7 @@ decord 0.6 bug (frames come back with 4 or 6 channels); use e.g. 32x40 for tiny 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +134,23 @@ def make_sft_folder(
     layout: str = "official",
     with_images: bool = False,
 ) -> list[tuple[Path, str]]:
-    """A fine-tuning folder of `n_clips` synthetic clips; returns [(video path, caption)].
+    """A fine-tuning folder of `n_clips` synthetic clips (recipes drawn from `seed`); returns
+    [(video path, caption)]. See `write_sft_folder` for the layouts."""
+    recipes = [recipe_for(seed + i) for i in range(n_clips)]
+    return write_sft_folder(root, recipes, num_frames, height, width, fps, layout, with_images)
+
+
+def write_sft_folder(
+    root: str | Path,
+    recipes: Sequence[ClipRecipe],
+    num_frames: int = 9,
+    height: int = 32,
+    width: int = 40,
+    fps: float = 8,
+    layout: str = "official",
+    with_images: bool = False,
+) -> list[tuple[Path, str]]:
+    """A fine-tuning folder with one clip per recipe; returns [(video path, caption)].
 
     layout "official": `videos/<stem>.mp4` + `labels/<stem>.txt` (the official SFT layout);
     "diffusers": `prompts.txt` + `videos.txt` (paths relative to root, aligned by line), and
@@ -144,9 +160,8 @@ def make_sft_folder(
         raise ValueError(f"layout must be 'official', 'diffusers' or 'both', got {layout!r}")
     root = Path(root)
     made = []
-    for i in range(n_clips):
+    for i, recipe in enumerate(recipes):
         stem = f"clip_{i:04d}"
-        recipe = recipe_for(seed + i)
         frames = render_frames(recipe, num_frames, height, width)
         video = write_mp4(root / "videos" / f"{stem}.mp4", frames, fps)
         if layout in ("official", "both"):

@@ -62,13 +62,14 @@ def _uint8(pixels: torch.Tensor) -> torch.Tensor:
 
 def clip_geometry(engine: Any, clips: torch.Tensor) -> tuple[list[int], int]:
     """([height, width], latent frames to sample) of a validation batch's clips: pixels
-    [b, T, 3, H, W], or latents [b, t, c, h, w] with model.latent_input; padded as training pads."""
+    [b, T, 3, H, W], or cached latents [b, c, t, h, w] with model.latent_input (the layout
+    encode_first_stage takes them in); padded as training pads."""
     from cogvideox_sat.vae.first_stage import spatial_scale
     from cogvideox_sat.vae.time_split import latent_frames
 
     if engine.latent_input:
         scale = spatial_scale(engine.first_stage_model)
-        t, size = clips.shape[1], [clips.shape[3] * scale, clips.shape[4] * scale]
+        t, size = clips.shape[2], [clips.shape[3] * scale, clips.shape[4] * scale]
     else:
         t, size = latent_frames(clips.shape[1]), [clips.shape[3], clips.shape[4]]
     return size, engine.pad_latents(torch.zeros(1, t, 1, 1, 1)).shape[1]
