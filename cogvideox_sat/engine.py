@@ -25,6 +25,7 @@ from torch import nn
 
 from cogvideox_sat import distributed
 from cogvideox_sat.diffusion.loss import NoiseDraw
+from cogvideox_sat.dtypes import precision_from_flags
 from cogvideox_sat.diffusion.wrappers import OFFICIAL_DEFAULT_WRAPPER, OpenAIWrapper
 from cogvideox_sat.registry import instantiate_from_config, resolve_target
 from cogvideox_sat.vae import first_stage
@@ -91,14 +92,6 @@ def _is_rank0() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def _precision(args: Any) -> tuple[torch.dtype, str]:
-    if getattr(args, "fp16", False):
-        return torch.float16, "fp16"
-    if getattr(args, "bf16", False):
-        return torch.bfloat16, "bf16"
-    return torch.float32, "fp32"
-
-
 class SATVideoDiffusionEngine(nn.Module):
     """The official engine's surface: shared_step, forward, encode/decode_first_stage, sample,
     log_video, disable_untrainable_params; submodules `model` (wrapper holding the DiT as
@@ -142,7 +135,7 @@ class SATVideoDiffusionEngine(nn.Module):
         self.latent_input = bool(cfg.get("latent_input", False))
         self.scale_factor = float(cfg.get("scale_factor", 1.0))
         self.disable_first_stage_autocast = bool(cfg.get("disable_first_stage_autocast", False))
-        self.dtype, self.dtype_str = _precision(args)
+        self.dtype, self.dtype_str = precision_from_flags(args)
         self.device = getattr(args, "device", "cpu")
 
         # 2. Network (DiT inside the wrapper), denoiser, sampler, conditioner, VAE, loss

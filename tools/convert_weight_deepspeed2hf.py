@@ -28,13 +28,13 @@ sys.path.insert(0, str(TOOLS.parent))
 
 import torch  # noqa: E402
 
+from cogvideox_sat.dtypes import DTYPES  # noqa: E402
 from cogvideox_sat.io.diffusers_configs import ConversionError  # noqa: E402
 from cogvideox_sat.io.diffusers_export import dit_part, is_lora_state  # noqa: E402
 from cogvideox_sat.io.lora_state import find_training_config  # noqa: E402
 from cogvideox_sat.io.sat_writer import write_sat_checkpoint  # noqa: E402
 from cogvideox_sat.io.zero_checkpoint import consolidate_zero_checkpoint, zero_tag_folder  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 WEIGHTS_PATTERN = "diffusion_pytorch_model{suffix}"
 
 

@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from cogvideox_sat.config import load_configs  # noqa: E402
+from cogvideox_sat.dtypes import precision_from_flags  # noqa: E402
 from cogvideox_sat.io.diffusers_configs import (  # noqa: E402
     MODEL_PRESETS,
     ConversionError,
@@ -219,7 +220,7 @@ def convert(args: argparse.Namespace, loaded: dict[str, torch.Tensor] | None = N
     has_transformer = bool(args.transformer_ckpt_path) or loaded is not None
     if not (has_transformer or args.vae_ckpt_path or args.text_encoder_path or args.text_encoder_cache_dir):
         raise ConversionError("nothing to convert: give --transformer_ckpt_path, --vae_ckpt_path and/or a T5")
-    dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
+    dtype, _ = precision_from_flags(args)
     out = Path(args.output_path)
     section, what, from_config = model_section(args)
     network = build_dit_on_meta(section["network_config"])

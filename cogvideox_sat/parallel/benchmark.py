@@ -25,10 +25,10 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
+from cogvideox_sat.dtypes import DTYPES
 from cogvideox_sat.models.lora import mark_only_lora_trainable
+from cogvideox_sat.models.tiny import shrink_config
 from cogvideox_sat.registry import instantiate_from_config
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def network_config(paths: list[str], frames: int, height: int, width: int, lora_rank: int, tiny: bool) -> dict[str, Any]:
@@ -40,15 +40,7 @@ def network_config(paths: list[str], frames: int, height: int, width: int, lora_
     mods.pop("lora_config", None)
     if lora_rank:
         mods["lora_config"] = {"target": "cogvideox_sat.models.LoraMixin", "params": {"r": lora_rank, "lora_alpha": lora_rank}}
-    if tiny:
-        p.update(hidden_size=64, num_layers=2, num_attention_heads=4, time_embed_dim=32)
-        p["ofs_embed_dim"] = 32 if p.get("ofs_embed_dim") is not None else None
-        pos = mods["pos_embed_config"].setdefault("params", {})
-        pos["text_length"] = 8
-        if "hidden_size_head" in pos:
-            pos["hidden_size_head"] = 16
-        mods["patch_embed_config"].setdefault("params", {})["text_hidden_size"] = 32
-    return cfg
+    return shrink_config(cfg, heads=4) if tiny else cfg
 
 
 def make_inputs(model: torch.nn.Module, frames: int, height: int, width: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:

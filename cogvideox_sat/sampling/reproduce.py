@@ -24,6 +24,8 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
+from ..dtypes import dtype_name
+
 RECORD_FILE = "sample.json"
 IMAGE_FILE = "image.png"  # image-to-video: the first frame the sample was conditioned on
 REPRODUCED = "reproduced"  # default output folder of --from-validation, inside the sample's folder
@@ -57,12 +59,6 @@ def lora_settings(model_config: Any) -> Optional[dict[str, Any]]:
         return None
     r, alpha = int(params["r"]), float(params["lora_alpha"])
     return {"r": r, "lora_alpha": alpha, "scale": alpha / r}
-
-
-def precision_name(dtype: Any) -> str:
-    import torch
-
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
 
 
 def checkpoint_settings(args: argparse.Namespace, run_dir: Path, iteration: int, lora: bool) -> dict[str, Optional[str]]:
@@ -107,7 +103,7 @@ def validation_record(
         "frames": frames,
         "fps": fps,
         "image": IMAGE_FILE if image else None,
-        "precision": precision_name(engine.dtype),
+        "precision": dtype_name(engine.dtype),
         "official_decode": bool(getattr(args, "official_decode", False)),
         "decode_chunk_frames": getattr(args, "decode_chunk_frames", None),
         "only_latents": bool(args.only_log_video_latents),
