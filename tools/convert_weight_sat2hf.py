@@ -49,13 +49,13 @@ from cogvideox_sat.io.diffusers_export import (  # noqa: E402
     convert_transformer,
     convert_vae,
     dit_part,
-    is_lora_state,
     read_state,
     save_component,
     vae_part,
     write_model_index,
 )
-from cogvideox_sat.io.lora_state import find_training_config, lora_params, merge_lora_state  # noqa: E402
+from cogvideox_sat.io.lora_state import has_lora, lora_params, merge_lora_state  # noqa: E402
+from cogvideox_sat.io.run_folder import find_training_config  # noqa: E402
 from cogvideox_sat.io.sat_checkpoint import ema_weights  # noqa: E402
 from cogvideox_sat.io.zero_checkpoint import is_zero_checkpoint  # noqa: E402
 
@@ -155,7 +155,7 @@ def transformer_state(
     if args.lora_ckpt_path:
         adapters, _ = dit_part(read_state(args.lora_ckpt_path))
         state = {**state, **{k: v for k, v in adapters.items() if ".matrix_" in k}}
-    if not is_lora_state(state):
+    if not has_lora(state):
         return state
     if not any(k.endswith(BASE_QKV) for k in state):
         raise ConversionError(
