@@ -36,12 +36,13 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cogvideox_sat.dtypes import DTYPES  # noqa: E402
 from cogvideox_sat.models.attention import BACKENDS, attention  # noqa: E402
 from cogvideox_sat.models.checkpointing import CHECKPOINT_MODES  # noqa: E402
 from cogvideox_sat.models.lora import mark_only_lora_trainable  # noqa: E402
+from cogvideox_sat.models.tiny import shrink_config  # noqa: E402
 from cogvideox_sat.registry import instantiate_from_config  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -75,16 +76,10 @@ def network_config(paths: list[str]) -> dict[str, Any]:
 
 def shrink(cfg: dict[str, Any]) -> dict[str, Any]:
     """Tiny CPU version of `cfg`: same variant (positions, patches, I2V, ofs), toy sizes."""
-    cfg = copy.deepcopy(cfg)
+    cfg = shrink_config(cfg)
     p = cfg["params"]
-    p.update(hidden_size=64, num_layers=2, num_attention_heads=2, time_embed_dim=32, num_frames=17, latent_height=8, latent_width=12)
-    if p.get("ofs_embed_dim") is not None:
-        p["ofs_embed_dim"] = 32
+    p.update(num_frames=17, latent_height=8, latent_width=12)
     mods = p["modules"]
-    mods["pos_embed_config"].setdefault("params", {})["text_length"] = 8
-    if "hidden_size_head" in mods["pos_embed_config"]["params"]:
-        mods["pos_embed_config"]["params"]["hidden_size_head"] = 32
-    mods["patch_embed_config"].setdefault("params", {})["text_hidden_size"] = 32
     if "lora_config" in mods:
         mods["lora_config"].setdefault("params", {})["r"] = 4
     return cfg

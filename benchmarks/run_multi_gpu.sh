@@ -41,11 +41,11 @@ case "$section" in
   vae32) run "${TORCHRUN[@]}" benchmarks/vae_cp.py --cases 49x480x720 --cp-sizes 1 2 4 --dtype fp32 --repeat 1 ;;
   ulysses)
     # Ulysses gives each rank heads / degree heads: 2B's 30 heads allow degrees 1 2 (3 5 6 ...), 5B's 48 allow 1 2 4 8
-    case "${ULYSSES_ONLY:-all}" in 2b|all) run "${TORCHRUN[@]}" -m cogvideox_sat.parallel.benchmark configs/cogvideox_2b.yaml \
+    case "${ULYSSES_ONLY:-all}" in 2b|all) run "${TORCHRUN[@]}" benchmarks/ulysses.py configs/cogvideox_2b.yaml \
       --frames 49 --height 480 --width 720 --degrees $(dividing 1 2) --checkpoint full ;; esac
-    case "${ULYSSES_ONLY:-all}" in 5b|all) run "${TORCHRUN[@]}" -m cogvideox_sat.parallel.benchmark configs/cogvideox_5b.yaml \
+    case "${ULYSSES_ONLY:-all}" in 5b|all) run "${TORCHRUN[@]}" benchmarks/ulysses.py configs/cogvideox_5b.yaml \
       --frames 49 --height 480 --width 720 --degrees $(dividing 1 2 4 8) --checkpoint full ;; esac
-    case "${ULYSSES_ONLY:-all}" in 15|all) run "${TORCHRUN[@]}" -m cogvideox_sat.parallel.benchmark configs/cogvideox1.5_5b.yaml \
+    case "${ULYSSES_ONLY:-all}" in 15|all) run "${TORCHRUN[@]}" benchmarks/ulysses.py configs/cogvideox1.5_5b.yaml \
       --frames 81 --height 768 --width 1360 --degrees $(dividing 2 4) --checkpoint full --warmup 1 --steps 3 ;; esac ;;
   sft3)
     # the first offloaded run JIT-builds DeepSpeed's CPU Adam (a minute or two)
@@ -57,7 +57,7 @@ case "$section" in
     run python3 benchmarks/multi_gpu_train.py sft --tiny --config configs/demo/tiny_t2v.yaml --zero-stage 3 --work "$WORK-tiny"
     run env OMP_NUM_THREADS=1 python3 -m torch.distributed.run --standalone --nproc_per_node=2 benchmarks/vae_cp.py --tiny
     run env OMP_NUM_THREADS=1 python3 -m torch.distributed.run --standalone --nproc_per_node=2 \
-      -m cogvideox_sat.parallel.benchmark configs/cogvideox_5b.yaml --tiny ;;
+      benchmarks/ulysses.py configs/cogvideox_5b.yaml --tiny ;;
   *) echo "unknown section $section"; exit 2 ;;
 esac
 } 2>&1 | tee ${log:-/dev/null}

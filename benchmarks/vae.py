@@ -31,12 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cogvideox_sat.dtypes import DTYPES  # noqa: E402
 from cogvideox_sat.registry import instantiate_from_config  # noqa: E402
 from cogvideox_sat.vae.chunking import decode_chunked, encode_chunked, even_chunk_sizes  # noqa: E402
 from cogvideox_sat.vae.first_stage import decode_first_stage  # noqa: E402
 from cogvideox_sat.vae.regularizer import DiagonalGaussianDistribution  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 RELEASED = {"ch": 128, "ch_mult": [1, 2, 2, 4], "num_res_blocks": 3, "z_channels": 16}
 TINY = {"ch": 32, "ch_mult": [1, 2, 1, 1], "num_res_blocks": 1, "z_channels": 4}
 

@@ -47,14 +47,16 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from common import max_over_ranks, synchronize  # noqa: E402
 
 from cogvideox_sat import distributed  # noqa: E402
-from cogvideox_sat.parallel.benchmark import max_over_ranks, synchronize  # noqa: E402
+from cogvideox_sat.dtypes import DTYPES  # noqa: E402
 from cogvideox_sat.registry import instantiate_from_config  # noqa: E402
 from cogvideox_sat.vae.chunking import decode_chunked  # noqa: E402
 from cogvideox_sat.vae.time_split import balanced_groups, check_cp_groups, piece_sizes  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TINY = {"ch": 32, "ch_mult": [1, 2, 1, 1], "num_res_blocks": 1, "z_channels": 4}
 
 

@@ -14,7 +14,10 @@ no process group at all.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
+
+import torch
 
 import torch.distributed as dist
 
@@ -207,3 +210,22 @@ def gather_to_first(value: Any) -> list[Any] | None:
     values: list[Any] | None = [None] * world_size() if world_rank() == 0 else None
     dist.gather_object(value, values, dst=0)
     return values
+
+
+def broadcast_from_model_parallel_source(tensors: Sequence[torch.Tensor]) -> None:
+    """In place: give every rank of this model-parallel group the group's first rank's values.
+
+    No-op without model parallelism. Called at step boundaries (noise, timestep indices,
+    initial sampling noise), never inside the diffusion math.
+    """
+    if get_model_parallel_world_size() <= 1:
+        return
+    group = get_model_parallel_group()
+    src = dist.get_process_group_ranks(group)[0]
+    for tensor in tensors:
+        dist.broadcast(tensor, src=src, group=group)
+
+
+def is_rank0() -> bool:
+    """The process that prints and writes run-level files (True without a process group)."""
+    return world_rank() == 0

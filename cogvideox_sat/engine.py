@@ -20,12 +20,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from cogvideox_sat import distributed
 from cogvideox_sat.diffusion.loss import NoiseDraw
 from cogvideox_sat.diffusion.wrappers import OFFICIAL_DEFAULT_WRAPPER, OpenAIWrapper
+from cogvideox_sat.dtypes import precision_from_flags
 from cogvideox_sat.registry import instantiate_from_config, resolve_target
 from cogvideox_sat.vae import first_stage
 
@@ -63,40 +63,12 @@ ENGINE_KEYS: frozenset[str] = frozenset(
 UNCONDITIONAL_CONFIG = {"target": "cogvideox_sat.conditioner.GeneralConditioner", "params": {"emb_models": []}}
 # Offset value of CogVideoX 1.5 image-to-video ("ofs"); the official sampler and diffusers use 2.0.
 OFS_VALUE = 2.0
-# Parameter-name fragments of LoRA adapters (SAT lora2 naming).
-LORA_PARAM_MARKERS = ("matrix_A", "matrix_B")
-
-
-def broadcast_from_model_parallel_source(tensors: Sequence[torch.Tensor]) -> None:
-    """In place: give every rank of this model-parallel group the group's first rank's values.
-
-    No-op without model parallelism. Called at step boundaries (noise, timestep indices,
-    initial sampling noise), never inside the diffusion math.
-    """
-    if distributed.get_model_parallel_world_size() <= 1:
-        return
-    group = distributed.get_model_parallel_group()
-    src = dist.get_process_group_ranks(group)[0]
-    for tensor in tensors:
-        dist.broadcast(tensor, src=src, group=group)
 
 
 def broadcast_noise_draw(draw: NoiseDraw) -> NoiseDraw:
     """Make a training step's timestep indices and noise identical across the model-parallel group."""
-    broadcast_from_model_parallel_source(draw.tensors())
+    distributed.broadcast_from_model_parallel_source(draw.tensors())
     return draw
-
-
-def _is_rank0() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
-def _precision(args: Any) -> tuple[torch.dtype, str]:
-    if getattr(args, "fp16", False):
-        return torch.float16, "fp16"
-    if getattr(args, "bf16", False):
-        return torch.bfloat16, "bf16"
-    return torch.float32, "fp32"
 
 
 class SATVideoDiffusionEngine(nn.Module):
@@ -142,7 +114,7 @@ class SATVideoDiffusionEngine(nn.Module):
         self.latent_input = bool(cfg.get("latent_input", False))
         self.scale_factor = float(cfg.get("scale_factor", 1.0))
         self.disable_first_stage_autocast = bool(cfg.get("disable_first_stage_autocast", False))
-        self.dtype, self.dtype_str = _precision(args)
+        self.dtype, self.dtype_str = precision_from_flags(args)
         self.device = getattr(args, "device", "cpu")
 
         # 2. Network (DiT inside the wrapper), denoiser, sampler, conditioner, VAE, loss
@@ -205,34 +177,10 @@ class SATVideoDiffusionEngine(nn.Module):
         return self
 
     def disable_untrainable_params(self) -> int:
-        """Freeze what must not train and print (rank 0) and return the trainable count.
+        """Freeze what must not train (official surface; the policy is training/freezing.py)."""
+        from cogvideox_sat.training.freezing import disable_untrainable_params
 
-        As officially: parameters whose names start with a `not_trainable_prefixes` entry ("all"
-        matches everything) stop requiring grad, except LoRA matrices (`matrix_A`/`matrix_B`).
-        With `lora_train: true` (a legacy naming) nothing is frozen; parameters outside a
-        `lora_layer` get `lr_scale = 0` instead (an optimizer honouring `lr_scale`, like SAT's,
-        then leaves them unchanged).
-        """
-        total = 0
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            if self.lora_train:
-                if "lora_layer" in name:
-                    total += param.numel()
-                else:
-                    param.lr_scale = 0
-                continue
-            frozen = any(prefix == "all" or name.startswith(prefix) for prefix in self.not_trainable_prefixes)
-            if any(marker in name for marker in LORA_PARAM_MARKERS):
-                frozen = False
-            if frozen:
-                param.requires_grad_(False)
-            else:
-                total += param.numel()
-        if _is_rank0():
-            print(f"***** Total trainable parameters: {total} *****", flush=True)
-        return total
+        return disable_untrainable_params(self)
 
     def reinit(self, parent_model: nn.Module | None = None) -> None:
         """SAT calls this hook after loading; nothing to re-initialise (as officially)."""
@@ -404,7 +352,7 @@ class SATVideoDiffusionEngine(nn.Module):
         randn = torch.randn(batch_size, *shape).to(torch.float32).to(device)
         if prefix is not None:
             randn = torch.cat([prefix, randn[:, prefix.shape[1] :]], dim=1)
-        broadcast_from_model_parallel_source([randn])
+        distributed.broadcast_from_model_parallel_source([randn])
         if ofs is None and self.uses_ofs:
             ofs = torch.tensor([OFS_VALUE], device=device)
 
@@ -418,7 +366,6 @@ class SATVideoDiffusionEngine(nn.Module):
         )
         return samples.to(self.dtype)
 
-    @torch.no_grad()
     def log_video(
         self,
         batch: dict[str, Any],
@@ -427,51 +374,8 @@ class SATVideoDiffusionEngine(nn.Module):
         only_log_video_latents: bool = False,
         decode_options: Mapping[str, Any] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Sample videos for the batch's prompts (and first frames, I2V) as the official eval
-        does: {"inputs", "reconstructions", "samples"} as [b, t, c, h, w] float32, or
-        {"inputs", "latents"} ([b, c, t, h, w], unscaled) with `only_log_video_latents`.
-        Conditioning text is not rendered into images (the training loop saves the prompts)."""
-        keys = [e.input_key for e in self.conditioner.embedders]
-        if ucg_keys:
-            missing = [k for k in ucg_keys if k not in keys]
-            if missing:
-                raise ValueError(f"ucg_keys {missing} are not conditioner input keys {keys}")
-        else:
-            ucg_keys = keys
-        decode_options = dict(decode_options or {})
-        log: dict[str, torch.Tensor] = {}
+        """Sample videos for the batch's prompts as the official eval does (official surface;
+        the code is sampling/video_log.py)."""
+        from cogvideox_sat.sampling.video_log import log_video
 
-        # 1. Conditions with classifier-free dropout off; zeros for the unconditional side
-        x = self.get_input(batch)
-        c, uc = self.conditioner.get_unconditional_conditioning(
-            batch, force_uc_zero_embeddings=list(ucg_keys) if len(self.conditioner.embedders) > 0 else []
-        )
-        N = min(x.shape[0], N)
-        x = x.to(self._device())[:N]
-        if not self.latent_input:
-            log["inputs"] = x.to(torch.float32)
-        # 2. Latents of the clips (and their reconstructions)
-        x = x.permute(0, 2, 1, 3, 4).contiguous()
-        z = self.encode_first_stage(x, batch)
-        if not only_log_video_latents:
-            recon = self.decode_first_stage(z, **decode_options).to(torch.float32)
-            log["reconstructions"] = recon.permute(0, 2, 1, 3, 4).contiguous()
-        z = self.pad_latents(z.permute(0, 2, 1, 3, 4).contiguous())
-        for k in c:
-            if isinstance(c[k], torch.Tensor):
-                c[k], uc[k] = c[k][:N].to(self._device()), uc[k][:N].to(self._device())
-        # 3. I2V: the noised first frame's latent as concat condition (both CFG halves)
-        if self.noised_image_input:
-            image = self.encode_first_stage(self.add_noise_to_first_frame(self.condition_frame(batch, x)[:N]), batch)
-            image = self.image_condition(image.permute(0, 2, 1, 3, 4).contiguous(), z)
-            c["concat"] = image
-            uc["concat"] = image
-        # 4. Sample and decode
-        samples = self.sample(c, uc=uc, batch_size=N, shape=z.shape[1:])  # [b, t, c, h, w]
-        samples = samples.permute(0, 2, 1, 3, 4).contiguous()
-        if only_log_video_latents:
-            log["latents"] = samples / self.scale_factor
-        else:
-            frames = self.decode_first_stage(samples, **decode_options).to(torch.float32)
-            log["samples"] = frames.permute(0, 2, 1, 3, 4).contiguous()
-        return log
+        return log_video(self, batch, N, ucg_keys, only_log_video_latents, decode_options)

@@ -48,7 +48,7 @@ def run_id_token(checkpoint: Optional[str | os.PathLike]) -> Optional[str]:
     trained with, or None (no token, or not a run of ours)."""
     if not checkpoint:
         return None
-    from cogvideox_sat.io.lora_state import find_training_config
+    from cogvideox_sat.io.run_folder import find_training_config
 
     config = find_training_config(checkpoint)
     if config is None:

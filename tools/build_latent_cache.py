@@ -50,11 +50,11 @@ from cogvideox_sat.data import (  # noqa: E402
     build_shard_latent_cache,
     model_fingerprint,
 )
+from cogvideox_sat.dtypes import DTYPES  # noqa: E402
 from cogvideox_sat.data.hashing import HashMemo  # noqa: E402
 from cogvideox_sat.data.latent_cache import process_memo  # noqa: E402
 from cogvideox_sat.registry import instantiate_from_config, resolve_target  # noqa: E402
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,8 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", help="cache folder (default: data.params.latent_cache)")
     parser.add_argument("--data", nargs="+", help="dataset folder(s) or shard path(s) (default: args.train_data)")
     parser.add_argument("--device", help="default: the GPU of this process (cuda:LOCAL_RANK under torchrun), else the CPU")
-    parser.add_argument("--precision", choices=sorted(_DTYPES), help="model precision (default: the config's, as training)")
-    parser.add_argument("--store-dtype", choices=sorted(_DTYPES), default="fp32", help="dtype of stored tensors (bf16 halves the disk)")
+    parser.add_argument("--precision", choices=sorted(DTYPES), help="model precision (default: the config's, as training)")
+    parser.add_argument("--store-dtype", choices=sorted(DTYPES), default="fp32", help="dtype of stored tensors (bf16 halves the disk)")
     parser.add_argument("--num-workers", type=int, default=4, help="decoding workers")
     parser.add_argument("--seed", type=int, help="seed for models built without weights (default: args.seed)")
     parser.add_argument("--prune", action="store_true", help="delete entries the given data no longer uses")
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else int(run_args.get("seed", 1234))
     torch.manual_seed(seed)
     hashes = process_memo(cache_dir, rank)  # weight digests another process already took are not read again
-    dtype = _DTYPES[args.precision or config_precision(cfg)]
+    dtype = DTYPES[args.precision or config_precision(cfg)]
     encoders = real_encoders(model_cfg, args.device, dtype, hashes)
     hashes.save()
     # 3. Build per folder (content-addressed: folders share one cache), prune at the end
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     for folder in folders:
         options = dict(
             num_workers=args.num_workers,
-            store_dtype=_DTYPES[args.store_dtype],
+            store_dtype=DTYPES[args.store_dtype],
             first_frame=not args.no_first_frame,
             progress=not args.no_progress and rank == 0,
             part=(rank, world),

@@ -28,13 +28,14 @@ sys.path.insert(0, str(TOOLS.parent))
 
 import torch  # noqa: E402
 
+from cogvideox_sat.dtypes import DTYPES  # noqa: E402
 from cogvideox_sat.io.diffusers_configs import ConversionError  # noqa: E402
-from cogvideox_sat.io.diffusers_export import dit_part, is_lora_state  # noqa: E402
-from cogvideox_sat.io.lora_state import find_training_config  # noqa: E402
+from cogvideox_sat.io.diffusers_export import dit_part  # noqa: E402
+from cogvideox_sat.io.lora_state import has_lora  # noqa: E402
+from cogvideox_sat.io.run_folder import find_training_config  # noqa: E402
 from cogvideox_sat.io.sat_writer import write_sat_checkpoint  # noqa: E402
 from cogvideox_sat.io.zero_checkpoint import consolidate_zero_checkpoint, zero_tag_folder  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 WEIGHTS_PATTERN = "diffusion_pytorch_model{suffix}"
 
 
@@ -89,7 +90,7 @@ def write_diffusers(state: dict[str, torch.Tensor], out: Path, args: argparse.Na
     run, _ = zero_tag_folder(args.checkpoint_dir, args.tag)
     config = args.config or ([str(found)] if (found := find_training_config(run)) else None)
     dit, _ = dit_part(state)
-    if is_lora_state(dit) and not any(k.endswith("attention.query_key_value.weight") for k in dit):
+    if has_lora(dit) and not any(k.endswith("attention.query_key_value.weight") for k in dit):
         export = load_tool("export_sat_lora_weight")
         argv = ["--sat_pt_path", str(run), "--lora_save_directory", str(out)]
         argv += ["--config", *config] if config else []

@@ -34,6 +34,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from cogvideox_sat.config import load_configs  # noqa: E402
+from cogvideox_sat.dtypes import DTYPES  # noqa: E402
 from cogvideox_sat.io.diffusers_configs import (  # noqa: E402
     ConversionError,
     build_dit_on_meta,
@@ -52,7 +53,6 @@ from cogvideox_sat.io.dit_variant import check_dit_checkpoint  # noqa: E402
 from cogvideox_sat.io.sat_checkpoint import DIT_PREFIX  # noqa: E402
 from cogvideox_sat.io.sat_writer import write_sat_checkpoint  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 T5_FOLDER = "t5-v1_1-xxl"
 
 

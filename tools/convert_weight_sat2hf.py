@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from cogvideox_sat.config import load_configs  # noqa: E402
+from cogvideox_sat.dtypes import precision_from_flags  # noqa: E402
 from cogvideox_sat.io.diffusers_configs import (  # noqa: E402
     MODEL_PRESETS,
     ConversionError,
@@ -48,13 +49,13 @@ from cogvideox_sat.io.diffusers_export import (  # noqa: E402
     convert_transformer,
     convert_vae,
     dit_part,
-    is_lora_state,
     read_state,
     save_component,
     vae_part,
     write_model_index,
 )
-from cogvideox_sat.io.lora_state import find_training_config, lora_params, merge_lora_state  # noqa: E402
+from cogvideox_sat.io.lora_state import has_lora, lora_params, merge_lora_state  # noqa: E402
+from cogvideox_sat.io.run_folder import find_training_config  # noqa: E402
 from cogvideox_sat.io.sat_checkpoint import ema_weights  # noqa: E402
 from cogvideox_sat.io.zero_checkpoint import is_zero_checkpoint  # noqa: E402
 
@@ -154,7 +155,7 @@ def transformer_state(
     if args.lora_ckpt_path:
         adapters, _ = dit_part(read_state(args.lora_ckpt_path))
         state = {**state, **{k: v for k, v in adapters.items() if ".matrix_" in k}}
-    if not is_lora_state(state):
+    if not has_lora(state):
         return state
     if not any(k.endswith(BASE_QKV) for k in state):
         raise ConversionError(
@@ -219,7 +220,7 @@ def convert(args: argparse.Namespace, loaded: dict[str, torch.Tensor] | None = N
     has_transformer = bool(args.transformer_ckpt_path) or loaded is not None
     if not (has_transformer or args.vae_ckpt_path or args.text_encoder_path or args.text_encoder_cache_dir):
         raise ConversionError("nothing to convert: give --transformer_ckpt_path, --vae_ckpt_path and/or a T5")
-    dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
+    dtype, _ = precision_from_flags(args)
     out = Path(args.output_path)
     section, what, from_config = model_section(args)
     network = build_dit_on_meta(section["network_config"])

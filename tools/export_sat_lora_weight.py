@@ -25,7 +25,8 @@ from cogvideox_sat.config import load_configs  # noqa: E402
 from cogvideox_sat.io.diffusers_configs import ConversionError  # noqa: E402
 from cogvideox_sat.io.diffusers_export import dit_part, read_state  # noqa: E402
 from cogvideox_sat.io.diffusers_keys import sat_lora_to_diffusers  # noqa: E402
-from cogvideox_sat.io.lora_state import find_training_config, lora_params, lora_rank  # noqa: E402
+from cogvideox_sat.io.lora_state import lora_adapters, lora_params, lora_rank  # noqa: E402
+from cogvideox_sat.io.run_folder import find_training_config  # noqa: E402
 from cogvideox_sat.io.sat_checkpoint import ema_checkpoint_folder  # noqa: E402
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # the name diffusers' loaders look for
@@ -69,7 +70,7 @@ def export(args: argparse.Namespace, loaded: dict | None = None) -> Path:
     from diffusers import CogVideoXPipeline
 
     state, _ = dit_part(loaded if loaded is not None else read_state(args.sat_pt_path))
-    adapters = {k: v for k, v in state.items() if ".matrix_" in k}
+    adapters = lora_adapters(state)
     if not adapters:
         raise ConversionError(f"{args.sat_pt_path} holds no LoRA adapters (matrix_A / matrix_B); is it a LoRA run?")
     alpha, source = resolve_alpha(args)

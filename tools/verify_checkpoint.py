@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cogvideox_sat.training.checkpoint import read_latest, tag_folders  # noqa: E402
+from cogvideox_sat.io.run_folder import read_latest  # noqa: E402
+from cogvideox_sat.training.checkpoint import tag_folders  # noqa: E402
 from cogvideox_sat.training.manifest import check_tag  # noqa: E402
 
 

@@ -307,6 +307,7 @@ def _checkpoint_folder_problems(ctx: RunContext, key: str, load: str) -> Iterato
     if not folder.is_dir():
         yield _p(ctx, key, f"checkpoint folder '{load}' does not exist", "point it at the released `transformer` folder or a training run's folder")
         return
+    from cogvideox_sat.io.run_folder import read_latest
     from cogvideox_sat.io.sat_checkpoint import ema_checkpoint_folder, states_file_in
 
     if states_file_in(folder) is not None:  # an iteration folder such as `<run>/<n>-ema`
@@ -317,16 +318,15 @@ def _checkpoint_folder_problems(ctx: RunContext, key: str, load: str) -> Iterato
         except FileNotFoundError as err:
             yield _p(ctx, "args.ema", str(err), "drop --ema, or train with deepspeed.optimizer.type: sat.ops.FusedEmaAdam")
         return
-    latest = folder / "latest"
-    if key == "args.load" and not latest.is_file():
+    tag = read_latest(folder)
+    if key == "args.load" and tag is None:
         from cogvideox_sat.io.diffusers_import import is_diffusers_transformer
 
         if is_diffusers_transformer(folder):  # converted in memory when loaded
             return
-    if not latest.is_file():
+    if tag is None:
         yield _p(ctx, key, f"'{load}' has no `latest` file", "point it at the folder that holds `latest` and `<iteration>/mp_rank_00_model_states.pt`, or a diffusers transformer folder")
         return
-    tag = latest.read_text().strip()
     if states_file_in(folder / tag) is None:
         yield _p(ctx, key, f"`latest` says '{tag}' but '{folder / tag / 'mp_rank_00_model_states.pt'}' is missing", "complete the download or fix `latest`")
 

@@ -74,10 +74,6 @@ def vae_part(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def is_lora_state(dit_state: Mapping[str, torch.Tensor]) -> bool:
-    return any(".matrix_A." in k for k in dit_state)
-
-
 def convert_transformer(
     dit_state: Mapping[str, torch.Tensor],
     network_config: Mapping[str, Any],

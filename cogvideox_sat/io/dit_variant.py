@@ -17,6 +17,7 @@ import torch
 
 from .diffusers_configs import ConversionError
 from .dit_keys import PATCH_PROJ
+from .lora_state import has_lora
 
 _LAYER = re.compile(r"^transformer\.layers\.(\d+)\.")
 SINCOS_TABLE = "mixins.pos_embed.pos_embedding"
@@ -73,7 +74,7 @@ def dit_features(shapes: Mapping[str, torch.Size | tuple[int, ...]]) -> DitFeatu
         has_table=SINCOS_TABLE in shape,
         has_legacy=LEGACY_TABLE in shape,
         ofs="ofs_embed.0.weight" in shape,
-        lora=any(".matrix_A." in k for k in shape),
+        lora=has_lora(shape),
     )
 
 

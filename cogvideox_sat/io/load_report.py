@@ -58,7 +58,9 @@ class LoadReport:
         block("not in checkpoint, kept as they are (allowed)", self.kept)
         if self.ignored:
             lines.append("ignored other sub-models: " + ", ".join(f"{p}* ({n})" for p, n in sorted(self.ignored.items())))
-        if any(".matrix_A." in k or ".original." in k for k in self.unexpected):
+        from .lora_state import ORIGINAL, is_lora_key  # lazy: lora_state imports the model package
+
+        if any(is_lora_key(k) or ORIGINAL in k for k in self.unexpected):
             lines.append("hint: the checkpoint holds LoRA tensors; build the model with the same lora_config (r, lora_alpha)")
         return "\n".join(lines)
 

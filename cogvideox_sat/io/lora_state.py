@@ -1,34 +1,60 @@
-"""SAT LoRA tensors in a state dict: where alpha comes from, and merging into plain weights.
+"""SAT LoRA tensors in a state dict: the one place that knows their key names, where alpha
+comes from, and merging into plain weights.
 
 SAT's `LoraLinear` adds concat_i(B_i A_i) * lora_alpha / r to a base weight split into
-`partition` output slices (3 for the fused query_key_value). The scale is not stored in the
-checkpoint, so it must come from the config the adapters were trained with.
+`partition` output slices (3 for the fused query_key_value): `<layer>.matrix_A.<i>`,
+`<layer>.matrix_B.<i>`, the base weight at `<layer>.original.weight`. The scale is not stored in
+the checkpoint, so it must come from the config the adapters were trained with.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..models.lora_linear import lora_delta
 from .diffusers_configs import ConversionError
 
 _MATRIX = re.compile(r"^(?P<layer>.+)\.matrix_(?P<kind>[AB])\.(?P<part>\d+)$")
-TRAINING_CONFIG = "training_config.yaml"  # written by our training next to `latest`
+LORA_MARKERS = (".matrix_A.", ".matrix_B.")  # in adapter keys and parameter names
+ORIGINAL = ".original."  # the base weight of a layer built with LoRA
 
 
-def find_training_config(path: str | os.PathLike[str]) -> Path | None:
-    """The run's `training_config.yaml` for a checkpoint path (run folder, iteration folder or
-    model-states file), or None."""
-    path = Path(path).resolve()
-    for folder in (path, *path.parents[:2]):
-        if (folder / TRAINING_CONFIG).is_file():
-            return folder / TRAINING_CONFIG
-    return None
+def is_lora_key(key: str) -> bool:
+    """An adapter tensor (`...matrix_A.i` / `...matrix_B.i`)."""
+    return any(m in key for m in LORA_MARKERS)
+
+
+def has_lora(state: Mapping[str, Any]) -> bool:
+    """`state` (keys suffice) holds LoRA adapters."""
+    return any(".matrix_A." in k for k in state)
+
+
+def lora_adapters(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The adapter tensors of `state`."""
+    return {k: v for k, v in state.items() if is_lora_key(k)}
+
+
+def lora_layer_names(state: Mapping[str, Any]) -> set[str]:
+    """Layers (e.g. `transformer.layers.0.attention.dense`) that have adapter matrices in `state`."""
+    return {k.split(".matrix_", 1)[0] for k in state if is_lora_key(k)}
+
+
+def is_lora_only(state: Mapping[str, Any]) -> bool:
+    """Adapters without the weights they adapt (neither `<layer>.original.weight` nor `<layer>.weight`)."""
+    layers = lora_layer_names(state)
+    return bool(layers) and all(f"{l}{ORIGINAL}weight" not in state and f"{l}.weight" not in state for l in layers)
+
+
+def lora_scale(params: Mapping[str, Any]) -> dict[str, Any]:
+    """r, lora_alpha and the scale lora_alpha / r applied to B A, from lora_config params."""
+    r, alpha = int(params["r"]), float(params["lora_alpha"])
+    return {"r": r, "lora_alpha": alpha, "scale": alpha / r}
+
+
 
 
 def lora_params(network_config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -59,8 +85,8 @@ def merge_lora_state(state: Mapping[str, torch.Tensor], lora_alpha: float) -> di
         match = _MATRIX.match(key)
         if match:
             adapters.setdefault(match["layer"], {"A": {}, "B": {}})[match["kind"]][int(match["part"])] = value
-        elif ".original." in key:
-            out[key.replace(".original.", ".", 1)] = value
+        elif ORIGINAL in key:
+            out[key.replace(ORIGINAL, ".", 1)] = value
         else:
             out[key] = value
     for layer, mats in adapters.items():
@@ -71,6 +97,6 @@ def merge_lora_state(state: Mapping[str, torch.Tensor], lora_alpha: float) -> di
         if parts != sorted(mats["B"]) or parts != list(range(len(parts))):
             raise ConversionError(f"{layer}: incomplete LoRA matrices A{sorted(mats['A'])} B{sorted(mats['B'])}")
         rank = mats["A"][0].shape[0]
-        delta = torch.cat([mats["B"][i].float() @ mats["A"][i].float() for i in parts]) * (lora_alpha / rank)
+        delta = lora_delta([mats["A"][i] for i in parts], [mats["B"][i] for i in parts], lora_alpha / rank)
         out[f"{layer}.weight"] = (base.float() + delta).to(base.dtype)
     return out

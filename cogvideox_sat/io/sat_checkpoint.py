@@ -19,6 +19,7 @@ from torch import nn
 
 from .dit_keys import adapt_dit_state_dict
 from .load_report import LoadReport, load_state_dict_with_report
+from .run_folder import read_latest
 
 MODEL_STATES = "mp_rank_00_model_states.pt"
 # DeepSpeed names the module file differently under ZeRO-3 (one per data-parallel rank; rank 0's
@@ -37,10 +38,10 @@ def ema_checkpoint_folder(run: str | os.PathLike[str]) -> Path:
     path = Path(run)
     if states_file_in(path) is not None or path.name.endswith(EMA_SUFFIX):
         return path
-    latest = path / "latest"
-    if not latest.is_file():
+    latest = read_latest(path)
+    if latest is None:
         raise FileNotFoundError(f"--ema: {path} has no `latest` file; give the run folder or its <n>-ema folder")
-    folder = path / f"{latest.read_text().strip()}{EMA_SUFFIX}"
+    folder = path / f"{latest}{EMA_SUFFIX}"
     if states_file_in(folder) is None:
         raise FileNotFoundError(
             f"--ema: {folder} does not exist; the run was not trained with an EMA optimizer "
@@ -96,10 +97,9 @@ def resolve_checkpoint_file(load_dir: str | os.PathLike[str], iteration: int | s
     if iteration is None and (path / MODEL_STATES).is_file():
         return path / MODEL_STATES
     if iteration is None:
-        latest = path / "latest"
-        if not latest.is_file():
+        iteration = read_latest(path)
+        if iteration is None:
             raise FileNotFoundError(f"{path} has no 'latest' file and no {MODEL_STATES}; pass the iteration explicitly")
-        iteration = latest.read_text().strip()
     candidate = states_file_in(path / str(iteration))
     if candidate is None:
         found = sorted({p.parent.name for name in MODEL_STATES_FILES for p in path.glob(f"*/{name}")})

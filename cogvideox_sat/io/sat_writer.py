@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .run_folder import LATEST
 from .sat_checkpoint import MODEL_STATES
 
 
@@ -23,7 +24,7 @@ def write_sat_checkpoint(state: Mapping[str, torch.Tensor], folder: str | os.Pat
     target.parent.mkdir(parents=True, exist_ok=True)
     module = {k: v.detach().contiguous().clone() if is_view(v) else v.detach().contiguous() for k, v in state.items()}
     torch.save({"module": module}, target)
-    (folder / "latest").write_text(str(iteration))
+    (folder / LATEST).write_text(str(iteration))
     return target
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .diffusers_configs import ConversionError
+from .run_folder import read_latest
 from .sat_writer import is_view
 
 OPTIM_GLOB = "*_optim_states.pt"
@@ -25,13 +26,13 @@ def zero_tag_folder(checkpoint_dir: str | os.PathLike[str], tag: str | None = No
     path = Path(checkpoint_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint folder {path} does not exist")
-    if tag is None and not (path / "latest").is_file() and any(path.glob(OPTIM_GLOB)):
+    latest = read_latest(path)
+    if tag is None and latest is None and any(path.glob(OPTIM_GLOB)):
         return path.parent, path.name  # an iteration folder
     if tag is None:
-        latest = path / "latest"
-        if not latest.is_file():
+        if latest is None:
             raise FileNotFoundError(f"{path} has no 'latest' file; pass the tag (-t)")
-        tag = latest.read_text().strip()
+        tag = latest
     if not (path / tag).is_dir():
         raise FileNotFoundError(f"{path / tag} does not exist")
     return path, tag

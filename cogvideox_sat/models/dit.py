@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..distributed import group_size
+from ..dtypes import dtype_from_name
 from ..parallel.ulysses import SequenceShard, check_sequence_parallel_degree
 from ..registry import instantiate_from_config
 from .adaln import adaln_block
@@ -43,7 +44,6 @@ from .transformer_args import CHECKPOINT_MODES, TransformerArgs
 if TYPE_CHECKING:
     from ..diffusion.step_cache import StepCache
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 REQUIRED_MODULES = ("pos_embed_config", "patch_embed_config", "adaln_layer_config", "final_layer_config")
 OPTIONAL_MODULES = ("lora_config",)
 _INTERPOLATION = ("height_interpolation", "width_interpolation", "time_interpolation")
@@ -107,7 +107,7 @@ class DiffusionTransformer(nn.Module):
             "width_interpolation": width_interpolation,
             "time_interpolation": time_interpolation,
         }
-        self.dtype = _to_dtype(dtype)
+        self.dtype = dtype_from_name(dtype)
         self.checkpoint_mode = self.transformer_args.effective_checkpoint_mode
         self.compile_backend = "inductor" if self.transformer_args.compile else None
         self.attention_backend = self.transformer_args.attention_backend
@@ -446,14 +446,6 @@ class DiffusionTransformer(nn.Module):
 
 def _run_some(run: Any, blocks: list[Any], hidden: torch.Tensor) -> torch.Tensor:
     return run(blocks, hidden)
-
-
-def _to_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: choose one of {sorted(DTYPES)}")
-    return DTYPES[dtype]
 
 
 def _tile_batch(images: torch.Tensor, batch: int) -> torch.Tensor:

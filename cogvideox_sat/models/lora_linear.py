@@ -14,6 +14,7 @@ loading cannot report them), and its merge moves weights to `.cuda()`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -73,8 +74,7 @@ class LoraLinear(nn.Module):
 
     def delta_weight(self) -> torch.Tensor:
         """concat_i(B_i A_i) * scaling in float32, shaped like the base weight."""
-        blocks = [b.float() @ a.float() for a, b in zip(self.matrix_A, self.matrix_B)]
-        return torch.cat(blocks, dim=0) * self.scaling
+        return lora_delta(list(self.matrix_A), list(self.matrix_B), self.scaling)
 
     def merged(self) -> nn.Linear:
         """A plain Linear equal to this layer (eval mode), on the same device and dtype."""
@@ -88,3 +88,9 @@ class LoraLinear(nn.Module):
                 linear.bias.copy_(self.original.bias)
         linear.weight.requires_grad_(weight.requires_grad)
         return linear
+
+
+def lora_delta(matrices_a: Sequence[torch.Tensor], matrices_b: Sequence[torch.Tensor], scaling: float) -> torch.Tensor:
+    """The weight change of SAT LoRA: concat_i(B_i A_i) * scaling over the output partitions, in
+    float32. The one copy of the merge math: LoraLinear and io/lora_state (state dicts) use it."""
+    return torch.cat([b.float() @ a.float() for a, b in zip(matrices_a, matrices_b)], dim=0) * scaling

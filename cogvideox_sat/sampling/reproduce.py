@@ -24,6 +24,9 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
+from ..dtypes import dtype_name
+from ..io.run_folder import TRAINING_CONFIG
+
 RECORD_FILE = "sample.json"
 IMAGE_FILE = "image.png"  # image-to-video: the first frame the sample was conditioned on
 REPRODUCED = "reproduced"  # default output folder of --from-validation, inside the sample's folder
@@ -49,20 +52,11 @@ def sampler_settings(model_config: Any) -> dict[str, Any]:
 
 def lora_settings(model_config: Any) -> Optional[dict[str, Any]]:
     """r, lora_alpha and the scale lora_alpha / r applied to B A (None without LoRA)."""
-    from cogvideox_sat.io.lora_state import lora_params
+    from cogvideox_sat.io.lora_state import lora_params, lora_scale
 
     network = OmegaConf.to_container(OmegaConf.create(model_config), resolve=True).get("network_config") or {}
     params = lora_params(network)
-    if params is None:
-        return None
-    r, alpha = int(params["r"]), float(params["lora_alpha"])
-    return {"r": r, "lora_alpha": alpha, "scale": alpha / r}
-
-
-def precision_name(dtype: Any) -> str:
-    import torch
-
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+    return None if params is None else lora_scale(params)
 
 
 def checkpoint_settings(args: argparse.Namespace, run_dir: Path, iteration: int, lora: bool) -> dict[str, Optional[str]]:
@@ -107,7 +101,7 @@ def validation_record(
         "frames": frames,
         "fps": fps,
         "image": IMAGE_FILE if image else None,
-        "precision": precision_name(engine.dtype),
+        "precision": dtype_name(engine.dtype),
         "official_decode": bool(getattr(args, "official_decode", False)),
         "decode_chunk_frames": getattr(args, "decode_chunk_frames", None),
         "only_latents": bool(args.only_log_video_latents),
@@ -156,7 +150,7 @@ def from_validation_flags(path: str | os.PathLike, output_dir: Optional[str] = N
     prompt file they read into the output folder (default `<sample folder>/reproduced`)."""
     folder, record = read_record(path)
     _checked_checkpoint(record)
-    config = Path(record["run"]) / "training_config.yaml"
+    config = Path(record["run"]) / TRAINING_CONFIG
     if not config.is_file():
         raise ReproduceError(f"{config} is missing: the run's config is needed to rebuild its model")
     out = Path(output_dir) if output_dir else folder / REPRODUCED

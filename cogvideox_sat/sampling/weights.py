@@ -27,11 +27,11 @@ from cogvideox_sat.io import (
     resolve_checkpoint_file,
     split_prefix,
 )
+from cogvideox_sat.io.lora_state import is_lora_key, is_lora_only, lora_layer_names
+from cogvideox_sat.io.run_folder import read_training_config
 from cogvideox_sat.models.lora_linear import LoraLinear
 from cogvideox_sat.training.weights import load_transformer
 
-_LORA_MARKERS = (".matrix_A.", ".matrix_B.")
-TRAINING_CONFIG = "training_config.yaml"  # written by our trainer into each run folder
 
 
 class LoraCheckpointError(ValueError):
@@ -51,23 +51,12 @@ def dit_state(folder: str | os.PathLike) -> tuple[Path, dict[str, torch.Tensor]]
     return path, state
 
 
-def lora_layer_names(state: dict[str, torch.Tensor]) -> set[str]:
-    """Layers (e.g. `transformer.layers.0.attention.dense`) that have adapter matrices in `state`."""
-    return {k.split(".matrix_", 1)[0] for k in state if any(m in k for m in _LORA_MARKERS)}
-
-
-def is_lora_only(state: dict[str, torch.Tensor]) -> bool:
-    """Adapters without the weights they adapt (neither `<layer>.original.weight` nor `<layer>.weight`)."""
-    layers = lora_layer_names(state)
-    return bool(layers) and all(f"{l}.original.weight" not in state and f"{l}.weight" not in state for l in layers)
-
-
 def recorded_base(folder: str | os.PathLike) -> Optional[str]:
     """The `args.load` a training run of ours started from (its training_config.yaml), if any."""
-    config = Path(folder) / TRAINING_CONFIG
-    if not config.is_file():
+    config = read_training_config(folder)
+    if config is None:
         return None
-    load = OmegaConf.select(OmegaConf.load(config), "args.load")
+    load = OmegaConf.select(config, "args.load")
     return str(load) if load else None
 
 
@@ -97,7 +86,7 @@ def load_lora(engine: Any, folder: str | os.PathLike) -> LoadReport:
     if not lora_layer_names(state):
         raise LoraCheckpointError(f"--lora-load '{folder}': {path} holds no LoRA adapter matrices")
     model_state = dit.state_dict()
-    adapters = {k for k in model_state if any(m in k for m in _LORA_MARKERS)}
+    adapters = {k for k in model_state if is_lora_key(k)}
     report = LoadReport(source=str(path))
     report.missing = sorted(adapters - set(state))
     report.unexpected = sorted(k for k in state if k not in model_state)

@@ -22,12 +22,12 @@ import torch
 import torch.distributed as dist
 
 from cogvideox_sat import distributed
+from cogvideox_sat.io.run_folder import LATEST, iteration_tags, read_latest
 from cogvideox_sat.training.disk_space import DiskFullError, disk_full_message, is_disk_full, warn_if_short
 from cogvideox_sat.training.ema import EMA_SUFFIX, WeightEma, ema_tag
 from cogvideox_sat.training.manifest import MANIFEST, check_tag, manifest_bytes, seal, write_durably
 from cogvideox_sat.training.reshard import UNIVERSAL_DIR, read_states
 
-LATEST = "latest"
 MODEL_STATES = "mp_rank_00_model_states.pt"
 
 
@@ -35,24 +35,9 @@ class NonFiniteWeightsError(RuntimeError):
     """Trainable weights hold NaN/Inf: such a checkpoint is never written."""
 
 
-def read_latest(folder: str | os.PathLike) -> Optional[str]:
-    path = Path(folder) / LATEST
-    if not path.is_file():
-        return None
-    tag = path.read_text().strip()
-    return tag or None
-
-
 def write_latest(folder: str | os.PathLike, tag: str) -> None:
     """Point `latest` at `tag` with a rename (atomic on POSIX), then fsync the folder (durable)."""
     write_durably(Path(folder) / LATEST, tag)
-
-
-def iteration_tags(folder: str | os.PathLike) -> list[int]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def tag_folders(folder: str | os.PathLike) -> list[Path]:

@@ -18,6 +18,8 @@ import torch
 from omegaconf import OmegaConf
 
 from cogvideox_sat import distributed
+from cogvideox_sat.dtypes import precision_from_flags
+from cogvideox_sat.io.run_folder import TRAINING_CONFIG
 from cogvideox_sat.registry import allow_any_target
 from cogvideox_sat.training.checkpoint import MODEL_STATES, choose_resume_tag, resume_checkpoint
 from cogvideox_sat.training.data import BatchStream, build_loader, build_training_data
@@ -200,7 +202,7 @@ def _train(args: argparse.Namespace, signals: SignalWatch) -> LoopState:
     if placement.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         print(f"run directory: {run_dir}", flush=True)
-        OmegaConf.save(OmegaConf.create(args.log_config_merged), run_dir / "training_config.yaml")
+        OmegaConf.save(OmegaConf.create(args.log_config_merged), run_dir / TRAINING_CONFIG)
 
     # 1. data
     # train_data weighted by train_data_weights, split by args.split (valid part or valid_data)
@@ -222,7 +224,7 @@ def _train(args: argparse.Namespace, signals: SignalWatch) -> LoopState:
         enable_sequence_parallel(engine)
     check_latent_cache(train_set, args, engine)
     if int((args.deepspeed_config.get("zero_optimization") or {}).get("stage", 0)) == 3:
-        dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
+        dtype, _ = precision_from_flags(args)
         hide_frozen_modules_from_zero3(engine, placement.device, dtype)
     schedule = LRSchedule(args.lr_decay_iters or args.train_iters, args.warmup, args.lr_decay_style, args.lr_decay_ratio)
     ds_config = optimizer_config(args.deepspeed_config, placement.device)

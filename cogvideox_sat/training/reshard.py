@@ -24,6 +24,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
+from cogvideox_sat.io.run_folder import read_latest
 from cogvideox_sat.training.rng import restore_rng_state, seed_everything
 
 UNIVERSAL_DIR = "universal"
@@ -150,7 +151,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="processes extracting and merging the ZeRO shards")
     args = parser.parse_args()
     run = Path(args.run)
-    tag = args.tag or (run / "latest").read_text().strip()
+    tag = args.tag or read_latest(run)
+    if tag is None:
+        raise SystemExit(f"{run} has no `latest` file; pass --tag")
     target = run / UNIVERSAL_DIR / tag
     _convert(run / tag, target, args.workers)
     print(f"{target}: ready; resume with --resume {run} on any process count", flush=True)

@@ -24,7 +24,8 @@ from torch import nn
 from cogvideox_sat import distributed
 from cogvideox_sat.registry import instantiate_from_config
 from cogvideox_sat.vae import cp_ops
-from cogvideox_sat.vae.checkpoint import LoadReport, load_vae_state
+from cogvideox_sat.io.load_report import LoadReport
+from cogvideox_sat.io.vae_checkpoint import load_vae_state
 from cogvideox_sat.vae.regularizer import DiagonalGaussianDistribution
 from cogvideox_sat.vae.time_context import TimeContext
 from cogvideox_sat.vae.time_split import (

@@ -14,7 +14,8 @@ import torch.multiprocessing as mp
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     from cogvideox_sat import distributed
     from cogvideox_sat.diffusion.loss import VideoDiffusionLoss
-    from cogvideox_sat.engine import broadcast_from_model_parallel_source, broadcast_noise_draw
+    from cogvideox_sat.distributed import broadcast_from_model_parallel_source
+    from cogvideox_sat.engine import broadcast_noise_draw
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

@@ -31,9 +31,6 @@ def cuda_model(variant: str, lora: bool = True, hidden: int = 128, heads: int = 
     cfg = network_config(
         variant, lora={"r": 16, "lora_alpha": 16} if lora else None, dtype="bf16", hidden_size=hidden, num_attention_heads=heads, latent_height=32, latent_width=48
     )
-    mods = cfg["params"]["modules"]
-    if "hidden_size_head" in mods["pos_embed_config"]["params"]:
-        mods["pos_embed_config"]["params"]["hidden_size_head"] = hidden // heads
     cfg["params"]["transformer_args"].update(transformer_args)
     model = randomize_(instantiate_from_config(cfg), seed=4).cuda().to(torch.bfloat16)
     if lora:

@@ -17,7 +17,7 @@ from cogvideox_sat.sampling.images import load_condition_image
 from cogvideox_sat.sampling.main import INFERENCE_OVERRIDES, sample_seed, sampling_model_config
 from cogvideox_sat.sampling.outputs import sample_folder
 from cogvideox_sat.sampling.prompts import Prompt, parse_prompt, read_prompt_file, read_stdin
-from cogvideox_sat.sampling.weights import is_lora_only, lora_layer_names
+from cogvideox_sat.io.lora_state import is_lora_only, lora_layer_names
 
 # ---- prompts --------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from tests.conftest import REPO
 
 def test_benchmark_prints_a_row_per_degree() -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "cogvideox_sat.parallel.benchmark", str(REPO / "configs" / "cogvideox_5b.yaml"), "--tiny"]
+           str(REPO / "benchmarks" / "ulysses.py"), str(REPO / "configs" / "cogvideox_5b.yaml"), "--tiny"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]

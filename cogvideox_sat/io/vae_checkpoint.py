@@ -10,37 +10,14 @@ from __future__ import annotations
 import logging
 import pickle
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .load_report import LoadReport, load_state_dict_with_report
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadReport:
-    path: str
-    loaded: int
-    ignored: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.missing and not self.unexpected
-
-    def __str__(self) -> str:
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-
-        lines = [f"{self.path}: {self.loaded} tensors loaded, {len(self.ignored)} ignored by ignore_keys"]
-        if self.missing:
-            lines.append(f"missing keys: {few(self.missing)}")
-        if self.unexpected:
-            lines.append(f"unexpected keys: {few(self.unexpected)}")
-        return "\n".join(lines)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -65,21 +42,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_vae_state(module: nn.Module, path: str | Path, ignore_keys: Iterable[str] = ()) -> LoadReport:
-    """Load `path` into `module` strictly after dropping keys that start with an ignore prefix."""
+    """Load `path` into `module` strictly after dropping keys that start with an ignore prefix;
+    the report counts the dropped keys per prefix. Raises CheckpointMismatchError listing every
+    missing, unexpected or mis-shaped key."""
     state = read_state_dict(path)
     prefixes = tuple(ignore_keys)
-    ignored = sorted(k for k in state if prefixes and k.startswith(prefixes))
-    kept = {k: v for k, v in state.items() if not (prefixes and k.startswith(prefixes))}
-    expected = module.state_dict()
-    report = LoadReport(
-        path=str(path),
-        loaded=len(kept),
-        ignored=ignored,
-        missing=sorted(set(expected) - set(kept)),
-        unexpected=sorted(set(kept) - set(expected)),
-    )
-    if not report.ok:
-        raise RuntimeError(f"VAE checkpoint does not match the model:\n{report}")
-    module.load_state_dict(kept, strict=True)
-    log.info("%s", report)
+    report = LoadReport(source=str(path))
+    kept = {}
+    for key, value in state.items():
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        if prefix is None:
+            kept[key] = value
+        else:
+            report.ignored[prefix] = report.ignored.get(prefix, 0) + 1
+    load_state_dict_with_report(module, kept, strict=True, report=report)
+    log.info("%s", report.summary())
     return report

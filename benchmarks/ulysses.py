@@ -6,9 +6,9 @@ no optimizer. Prints per degree: tokens per GPU, seconds per step (slowest rank)
 per GPU, model TFLOP/s per GPU, and the efficiency t_1 / (d t_d) against the smallest degree that
 ran (a degree that runs out of memory prints OOM).
 
-    torchrun --nproc_per_node=4 -m cogvideox_sat.parallel.benchmark configs/cogvideox1.5_5b.yaml \
+    torchrun --nproc_per_node=4 benchmarks/ulysses.py configs/cogvideox1.5_5b.yaml \
         --frames 81 --height 768 --width 1360 --degrees 1 2 4 --checkpoint full
-    torchrun --nproc_per_node=2 -m cogvideox_sat.parallel.benchmark configs/cogvideox_2b.yaml --tiny   # CPU, gloo
+    torchrun --nproc_per_node=2 benchmarks/ulysses.py configs/cogvideox_2b.yaml --tiny   # CPU, gloo
 """
 
 from __future__ import annotations
@@ -21,14 +21,21 @@ import statistics
 import time
 from typing import Any
 
+import sys
+from pathlib import Path
+
 import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
-from cogvideox_sat.models.lora import mark_only_lora_trainable
-from cogvideox_sat.registry import instantiate_from_config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from common import max_over_ranks, synchronize  # noqa: E402
+
+from cogvideox_sat.dtypes import DTYPES  # noqa: E402
+from cogvideox_sat.models.lora import mark_only_lora_trainable  # noqa: E402
+from cogvideox_sat.models.tiny import shrink_config  # noqa: E402
+from cogvideox_sat.registry import instantiate_from_config  # noqa: E402
 
 
 def network_config(paths: list[str], frames: int, height: int, width: int, lora_rank: int, tiny: bool) -> dict[str, Any]:
@@ -40,15 +47,7 @@ def network_config(paths: list[str], frames: int, height: int, width: int, lora_
     mods.pop("lora_config", None)
     if lora_rank:
         mods["lora_config"] = {"target": "cogvideox_sat.models.LoraMixin", "params": {"r": lora_rank, "lora_alpha": lora_rank}}
-    if tiny:
-        p.update(hidden_size=64, num_layers=2, num_attention_heads=4, time_embed_dim=32)
-        p["ofs_embed_dim"] = 32 if p.get("ofs_embed_dim") is not None else None
-        pos = mods["pos_embed_config"].setdefault("params", {})
-        pos["text_length"] = 8
-        if "hidden_size_head" in pos:
-            pos["hidden_size_head"] = 16
-        mods["patch_embed_config"].setdefault("params", {})["text_hidden_size"] = 32
-    return cfg
+    return shrink_config(cfg, heads=4) if tiny else cfg
 
 
 def make_inputs(model: torch.nn.Module, frames: int, height: int, width: int, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -75,19 +74,6 @@ def model_flops(model: torch.nn.Module, tokens: int, lora: bool) -> float:
     h, layers = model.hidden_size, model.num_layers
     matmul, attn = 2 * tokens * 12 * h * h * layers, 4 * tokens * tokens * h * layers
     return matmul * (2 if lora else 3) + attn * 3
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for `device`'s queued work (a no-op on the CPU), so wall-clock timings are whole."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def max_over_ranks(value: float, device: torch.device) -> float:
-    """The largest `value` of all ranks (slowest step, fullest GPU)."""
-    t = torch.tensor([value], device=device, dtype=torch.float64)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())
 
 
 def run_degree(model: torch.nn.Module, kwargs: dict[str, torch.Tensor], degree: int, device: torch.device, warmup: int, steps: int) -> tuple[float, float, float]:
