@@ -15,7 +15,10 @@ from cogvideox_sat.data.hashing import HashMemo
 from cogvideox_sat.demo.clips import make_sft_folder
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = [str(REPO / "configs/demo/tiny_t2v.yaml"), str(REPO / "configs/demo/sft_tiny.yaml")]
+# The demo VAE encodes its posterior mean (`sample: false`); this overlay restores the official
+# regularizer, which samples, so the cache stores the posterior moments (the official path).
+SAMPLING_VAE = REPO / "tests/data/sampling_vae.yaml"
+CONFIGS = [str(REPO / "configs/demo/tiny_t2v.yaml"), str(REPO / "configs/demo/sft_tiny.yaml"), str(SAMPLING_VAE)]
 PARAMS = {"video_size": [64, 96], "fps": 8, "max_num_frames": 9, "skip_frms_num": 0.0}
 
 

@@ -66,7 +66,7 @@ def test_multi_process_resume_same_and_other_count(assets: Path, tmp_path: Path)
     other = rewind(run, tmp_path / "other" / run.name, SAVE_AT)
     out = launch(tmp_path, 1, overlay(assets, other.parent, micro=2, train_iters=SAVE_AT + 1, **base), "--resume", str(other))
     assert "written by 2 processes, resuming on 1" in out
-    assert f"resumed from {other} at iteration {SAVE_AT} (another process count: random streams reseeded)" in out
+    assert f"resumed from {other} at iteration {SAVE_AT} (no_load_rng or another process count: random streams reseeded)" in out
     assert (other / "universal" / str(SAVE_AT) / ".complete").is_file()
     resumed = losses(other)
     assert sorted(resumed) == list(range(1, SAVE_AT + 2)) and all(resumed[i] == expected[i] for i in range(1, SAVE_AT + 1))
