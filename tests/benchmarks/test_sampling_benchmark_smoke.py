@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from conftest import REPO
+from tests.conftest import REPO
 
 
 def test_sample_speed_tiny_reports_seconds_per_video(capsys):
