@@ -24,7 +24,6 @@ import argparse
 import copy
 import gc
 import math
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -34,8 +33,10 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import mean_std, peak_gib, print_header, reset_peak_memory, synchronize  # noqa: E402
 from cogvideox_sat.dtypes import DTYPES  # noqa: E402
 from cogvideox_sat.models.attention import BACKENDS, attention  # noqa: E402
 from cogvideox_sat.models.checkpointing import CHECKPOINT_MODES  # noqa: E402
@@ -182,30 +183,23 @@ def measuring_device(tiny: bool) -> torch.device:
     return torch.device("cuda")
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(step, device: torch.device, warmup: int, steps: int) -> tuple[list[float], float, float]:
     """Run `step` warmup + steps times: (timed seconds, first step's seconds, peak GiB of the timed steps)."""
     first = float("nan")
     for i in range(warmup):
         start = time.perf_counter()
         step()
-        sync(device)
+        synchronize(device)
         if i == 0:
             first = time.perf_counter() - start
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         step()
-        sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return times, first, peak
+    return times, first, peak_gib(device)
 
 
 def release(device: torch.device) -> None:
@@ -232,7 +226,7 @@ def run_case(cfg, args, device, dtype, checkpoint: Setting | str) -> Result:
         model.zero_grad(set_to_none=True)
 
     times, first, peak = measure(step, device, args.warmup, args.steps)
-    mean = statistics.mean(times)
+    mean, std = mean_std(times)
     r = model.get_mixin("lora").r if lora else 0
     result = Result(
         name=Path(args.config[-1]).stem,
@@ -240,7 +234,7 @@ def run_case(cfg, args, device, dtype, checkpoint: Setting | str) -> Result:
         checkpoint=setting.checkpoint + ("+compile" if setting.compile else ""),
         backend=setting.backend or args.attention_backend,
         seconds=mean,
-        seconds_std=statistics.pstdev(times) if len(times) > 1 else 0.0,
+        seconds_std=std,
         peak_gib=peak,
         tflops=step_flops(model, kwargs, frozen_base=lora) / mean / 1e12,
         trainable=trainable,
@@ -277,11 +271,11 @@ def check_attention(cfg, args, device, dtype) -> None:
         try:
             out = attention(qs, ks, vs, backend=backend)
             out.backward(grad.to(dtype))
-            sync(device)
+            synchronize(device)
             start = time.perf_counter()
             for _ in range(args.steps):
                 attention(qs, ks, vs, backend=backend).backward(grad.to(dtype))
-            sync(device)
+            synchronize(device)
             ms = (time.perf_counter() - start) / args.steps * 1e3
         except RuntimeError as err:
             print(f"{backend:<10} unavailable: {str(err).splitlines()[0][:80]}")
@@ -296,8 +290,7 @@ def print_table(results: list[Result], args) -> None:
         f"{'config':<24} {'mode':<10} {'ckpt':<26} {'attn':<7} {'step s':>12} {'peak GiB':>9} {'TFLOP/s':>8} {'trainable':>14}"
         f" {'1st step s':>10} {'graphs':>6}"
     )
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for r in results:
         step = f"{r.seconds:.3f}+-{r.seconds_std:.3f}"
         peak = "-" if math.isnan(r.peak_gib) else f"{r.peak_gib:.1f}"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 import time
 import traceback
@@ -37,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import mean_std, peak_gib, print_header, reset_peak_memory, synchronize  # noqa: E402
 from dit_step import DTYPES, make_inputs, measure, measuring_device, parse_setting, release, step_flops  # noqa: E402
 from vs_diffusers import error_text, our_config  # noqa: E402
 
@@ -126,7 +126,7 @@ def run_train(label: str, args, device, dtype) -> Row:
             model.zero_grad(set_to_none=True)
 
         times, row.first_step, row.peak_gib = measure(step, device, args.warmup, args.steps)
-        row.seconds, row.std = statistics.mean(times), statistics.pstdev(times) if len(times) > 1 else 0.0
+        row.seconds, row.std = mean_std(times)
         row.tflops = flops / row.seconds / 1e12
         base = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
         row.note = f"frozen weights {base / 2**30:.1f} GiB"
@@ -178,10 +178,10 @@ def run_sampling(labels: list[str], args, device, dtype, start: float) -> list[R
             def video(threshold: float | None, steps: int) -> tuple[torch.Tensor, float]:
                 engine.sampler.step_cache_threshold = threshold
                 torch.manual_seed(42)
-                sync(device)
+                synchronize(device)
                 begin = time.perf_counter()
                 z = engine.sample(c, uc=uc, batch_size=1, shape=shape, num_steps=steps)
-                sync(device)
+                synchronize(device)
                 return z.float(), time.perf_counter() - begin
 
             with torch.no_grad():
@@ -194,10 +194,9 @@ def run_sampling(labels: list[str], args, device, dtype, start: float) -> list[R
                         rows.append(row)
                         continue
                     threshold = float(label.split("+cache")[1]) if "+cache" in label else None
-                    if device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(device)
+                    reset_peak_memory(device)
                     z, row.seconds = video(threshold, args.sample_steps)
-                    row.peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+                    row.peak_gib = peak_gib(device)
                     cache = engine.sampler.last_step_cache
                     if threshold is None:
                         reference = z
@@ -223,18 +222,12 @@ def latent_psnr(z: torch.Tensor, reference: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(peak**2 / mse)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # ---- output -------------------------------------------------------------------------------------
 def print_table(rows: list[Row], args, device) -> None:
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"\nFast paths on {card}, torch {torch.__version__}, clip {args.frames}x{args.height}x{args.width}, {args.dtype}, batch 1, LoRA r{args.lora_rank}")
     header = f"{'case':<44} {'time s':>14} {'peak GiB':>9} {'TFLOP/s':>8} {'1st s':>7}  note"
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for r in rows:
         if r.error:
             print(f"{r.case:<44} {'' if r.error.startswith('skipped') else 'FAILED '}{r.error}")

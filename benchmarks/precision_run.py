@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from common import print_header  # noqa: E402
 from train_run import make_assets, overlay, run  # noqa: E402
 
 from cogvideox_sat.training.metrics import read_metrics  # noqa: E402
@@ -121,8 +122,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     print(f"\n2B, clip {args.frames}x{args.size[0]}x{args.size[1]}, ZeRO-{args.zero_stage}, FusedEmaAdam (ema_decay {args.ema_decay}), "
           f"{args.steps} steps, generated clips, random weights")
     header = f"{'case':<14} {'steps':>5} {'loss finite':>11} {'last loss':>9} {'scale first/last/min':>24} {'overflow':>8} {'EMA upd':>7} {'weights ok':>10} {'EMA ok':>6}"
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for o in outcomes:
         scale = f"{o.scales[0]:g}/{o.scales[-1]:g}/{min(o.scales):g}" if o.scales else "-"
         print(f"{o.case:<14} {o.steps:>5} {str(o.finite):>11} {o.last_loss:>9.4f} {scale:>24} {o.overflow:>8} {o.ema_updates:>7} "

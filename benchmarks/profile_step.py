@@ -27,7 +27,8 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dit_step import DTYPES, build_ours, make_inputs, measuring_device, network_config, parse_setting, shrink, sync, with_lora  # noqa: E402
+from dit_step import DTYPES, build_ours, make_inputs, measuring_device, network_config, parse_setting, shrink, with_lora  # noqa: E402
+from common import synchronize  # noqa: E402
 
 # First match wins; patterns are matched against lower-cased kernel names.
 CATEGORIES: tuple[tuple[str, str], ...] = (
@@ -105,12 +106,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     for _ in range(args.warmup):
         step()
-    sync(device)
+    synchronize(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         start = time.perf_counter()
         step()
-        sync(device)
+        synchronize(device)
         wall_us = (time.perf_counter() - start) * 1e6
 
     events = kernel_events(prof)

@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import print_header  # noqa: E402
 from dit_step import DTYPES, make_inputs, measuring_device, network_config, shrink  # noqa: E402
 
 from cogvideox_sat.models.attention import BACKENDS, attention  # noqa: E402
@@ -164,8 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     attn_flops = 4 * s.tokens**2 * s.hidden
     header = f"{'SDPA':<10} {'fwd ms':>7} {'f+b ms':>7} {'TFLOP/s':>8} | " + " | ".join(f"{k + ' s':>15}" for k in ("no recompute", "selective", "full"))
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for backend in args.backends:
         try:
             fwd, both = attention_time(s, backend, device, dtype, args.repeat)

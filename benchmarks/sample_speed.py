@@ -26,8 +26,10 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import peak_gib, reset_peak_memory, synchronize  # noqa: E402
 from cogvideox_sat.engine import SATVideoDiffusionEngine  # noqa: E402
 from cogvideox_sat.sampling.decoding import decode_samples  # noqa: E402
 from cogvideox_sat.sampling.main import sampling_model_config  # noqa: E402
@@ -90,11 +92,6 @@ def text_condition(cfg: Any, device: torch.device, dtype: torch.dtype) -> tuple[
     return {"crossattn": text}, {"crossattn": torch.zeros_like(text)}
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -118,16 +115,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         c["concat"] = uc["concat"] = torch.zeros(1, *shape, device=device, dtype=dtype)
 
     def one_video(steps: int) -> tuple[float, float]:
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         z = engine.sample(c, uc=uc, batch_size=1, shape=shape, num_steps=steps)
-        sync(device)
+        synchronize(device)
         sampled = time.perf_counter() - start
         if args.no_decode:
             return sampled, 0.0
         start = time.perf_counter()
         video = decode_samples(engine, z, chunk_frames=args.decode_chunk_frames)
-        sync(device)
+        synchronize(device)
         assert video.shape[1] >= 1
         return sampled, time.perf_counter() - start
 
@@ -135,8 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with torch.no_grad():
         for _ in range(args.warmup):
             one_video(min(2, args.steps))
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak_memory(device)
         times = [one_video(args.steps) for _ in range(args.repeats)]
 
     sample_s = [s for s, _ in times]
@@ -155,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "sampling_s": round(statistics.mean(sample_s), 2),
         "seconds_per_step": round(statistics.mean(sample_s) / args.steps, 3),
         "decode_s": round(statistics.mean(decode_s), 2),
-        "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 1) if device.type == "cuda" else None,
+        "peak_gib": round(peak_gib(device), 1) if device.type == "cuda" else None,
     }
     print(
         f"{result['config']}: {result['seconds_per_video']} s per video ({result['video']}, {args.steps} steps, {args.dtype}; "

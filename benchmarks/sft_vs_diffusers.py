@@ -60,7 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import vs_diffusers  # noqa: E402
-from dit_step import DTYPES, Setting, measure, parse_setting, release, sync  # noqa: E402
+from common import print_header, synchronize  # noqa: E402
+from dit_step import DTYPES, Setting, measure, parse_setting, release  # noqa: E402
 from vs_diffusers import Row, build_case, case_label, error_text, loss_of  # noqa: E402
 
 from cogvideox_sat.training.main import optimizer_config, param_groups  # noqa: E402
@@ -134,10 +135,10 @@ def measure_case(row: SFTRow, args: argparse.Namespace, device: torch.device, dt
         start = time.perf_counter()
         with context():
             engine.backward(loss_of(engine, kwargs, row.impl == "diffusers"))
-        sync(device)
+        synchronize(device)
         middle = time.perf_counter()
         engine.step()
-        sync(device)
+        synchronize(device)
         fwd_bwd.append(middle - start)
         opt_step.append(time.perf_counter() - middle)
 
@@ -219,8 +220,7 @@ def print_table(rows: list[SFTRow], args: argparse.Namespace) -> None:
         f"clip {args.frames}x{args.height}x{args.width}, {args.dtype}, {optimizer}, gradient clipping 1.0"
     )
     header = f"{'model':<8} {'impl':<9} {'setting':<28} {'fwd+bwd s':>13} {'step s':>13} {'peak GiB':>9} {'host GiB':>9} {'fwd+bwd/diff':>12} {'mem/diff':>8} {'TFLOP/s':>8} {'1st s':>7}"
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for r in rows:
         if r.error:
             print(f"{r.model:<8} {r.impl:<9} {r.setting:<28} {'' if r.error.startswith('skipped') else 'FAILED '}{r.error}")

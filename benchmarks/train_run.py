@@ -40,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from common import print_header  # noqa: E402
+
 from cogvideox_sat.training.metrics import read_metrics  # noqa: E402
 
 
@@ -259,8 +261,7 @@ def main(argv: list[str] | None = None) -> list[RunResult]:
     print(f"\nconfig {args.config.name}  clip {args.frames}x{args.size[0]}x{args.size[1]}  {args.precision}  ZeRO-{args.zero_stage}  "
           f"checkpointing {args.checkpoint_mode or args.checkpoint_activations}  compile {args.compile}  steps {args.steps} (median of the last {args.steps - args.skip})")
     header = f"{'run':<44} {'step s':>8} {'min':>7} {'max':>7} {'peak GiB':>9} {'steps/s':>8} {'vs DiT-only':>11} {'final loss':>10}"
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for r in results:
         share = f"{reference[0] / r.median_s * 100:.1f}%" if reference else "-"
         print(f"{r.label:<44} {r.median_s:>8.3f} {r.min_s:>7.3f} {r.max_s:>7.3f} {r.peak_gib:>9.2f} {1 / r.median_s:>8.3f} {share:>11} {r.final_loss:>10.4f}")

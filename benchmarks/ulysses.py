@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import max_over_ranks, synchronize  # noqa: E402
+from common import max_over_ranks, peak_gib, reset_peak_memory, synchronize  # noqa: E402
 
 from cogvideox_sat.dtypes import DTYPES  # noqa: E402
 from cogvideox_sat.models.lora import mark_only_lora_trainable  # noqa: E402
@@ -91,8 +91,8 @@ def run_degree(model: torch.nn.Module, kwargs: dict[str, torch.Tensor], degree: 
     times: list[float] = []
     try:
         for i in range(warmup + steps):
-            if i == warmup and device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
+            if i == warmup:
+                reset_peak_memory(device)
             start = time.perf_counter()
             model(**kwargs).float().square().mean().backward()
             synchronize(device)
@@ -108,8 +108,7 @@ def run_degree(model: torch.nn.Module, kwargs: dict[str, torch.Tensor], degree: 
             torch.cuda.empty_cache()
     if max_over_ranks(failed, device):
         return float("nan"), float("nan"), float(seen[0] if seen else 0)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return max_over_ranks(statistics.median(times), device), max_over_ranks(peak, device), float(seen[0])
+    return max_over_ranks(statistics.median(times), device), max_over_ranks(peak_gib(device), device), float(seen[0])
 
 
 def main() -> None:

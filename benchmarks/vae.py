@@ -29,8 +29,10 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import peak_gib, reset_peak_memory, synchronize  # noqa: E402
 from cogvideox_sat.dtypes import DTYPES  # noqa: E402
 from cogvideox_sat.registry import instantiate_from_config  # noqa: E402
 from cogvideox_sat.vae.chunking import decode_chunked, encode_chunked, even_chunk_sizes  # noqa: E402
@@ -108,24 +110,20 @@ def measure(
     fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, repeat: int
 ) -> tuple[float, float | None, str]:
     """Median seconds, peak allocated GiB during the calls (CUDA), output shape."""
-    cuda = device.type == "cuda"
     for _ in range(warmup):
         out = fn()
         del out
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
+    synchronize(device)
+    reset_peak_memory(device)
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         out = fn()
-        if cuda:
-            torch.cuda.synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
         shape = "x".join(map(str, out.shape))
         del out
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
-    return statistics.median(times), peak, shape
+    return statistics.median(times), peak_gib(device, missing=None), shape
 
 
 def run_model(

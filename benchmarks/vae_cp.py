@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from common import max_over_ranks, synchronize  # noqa: E402
+from common import max_over_ranks, peak_gib, reset_peak_memory, synchronize  # noqa: E402
 
 from cogvideox_sat import distributed  # noqa: E402
 from cogvideox_sat.dtypes import DTYPES  # noqa: E402
@@ -101,8 +101,8 @@ def measure(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, r
     try:
         with torch.no_grad():
             for i in range(warmup + repeat):
-                if i == warmup and device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
+                if i == warmup:
+                    reset_peak_memory(device)
                 start = time.perf_counter()
                 result = fn()
                 synchronize(device)
@@ -117,8 +117,7 @@ def measure(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, r
         torch.cuda.empty_cache()
     if max_over_ranks(failed, device):
         return float("nan"), float("nan"), None
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return max_over_ranks(statistics.median(times), device), max_over_ranks(peak, device), out
+    return max_over_ranks(statistics.median(times), device), max_over_ranks(peak_gib(device), device), out
 
 
 def run_case(vae: torch.nn.Module, case: str, cp_sizes: list[int], args: argparse.Namespace, device: torch.device) -> list[Row]:

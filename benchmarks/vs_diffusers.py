@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 import time
 import traceback
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dit_step  # noqa: E402
+from common import mean_std, print_header  # noqa: E402
 from dit_step import DTYPES, Setting, build_ours, make_inputs, measure, measuring_device, network_config, parse_setting, release, shrink, step_flops, with_lora  # noqa: E402
 
 from cogvideox_sat.models.attention import BACKENDS, kernel_context  # noqa: E402
@@ -162,8 +162,7 @@ def run_case(name: str, impl: str, setting: Setting | None, args, device, dtype)
     try:
         model, kwargs, context, flops = build_case(name, impl, setting, args, device, dtype)
         times, row.first_step, row.peak_gib = measure(lambda: train_step(model, kwargs, impl == "diffusers", context), device, args.warmup, args.steps)
-        row.seconds = statistics.mean(times)
-        row.std = statistics.pstdev(times) if len(times) > 1 else 0.0
+        row.seconds, row.std = mean_std(times)
         row.tflops = flops / row.seconds / 1e12
     except Exception as err:  # report and go on: one device run must not lose the other cases
         traceback.print_exc()
@@ -207,8 +206,7 @@ def same_function_error(name: str, args) -> float:
 def print_table(rows: list[Row], args) -> None:
     print(f"\nDiT forward+backward vs diffusers {package_version('diffusers')} + peft {package_version('peft')}, batch 1, clip {args.frames}x{args.height}x{args.width}, {args.dtype}, LoRA r{args.lora_rank}, no optimizer step")
     header = f"{'model':<8} {'impl':<9} {'setting':<28} {'step s':>13} {'peak GiB':>9} {'time/diff':>9} {'mem/diff':>8} {'TFLOP/s':>8} {'1st s':>7}"
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for r in rows:
         ref = next((d for d in rows if d.model == r.model and d.impl == "diffusers" and not d.error), None)
         if r.error:

@@ -13,6 +13,8 @@ no process group at all.
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +27,38 @@ ProcessGroup = Any  # torch.distributed.ProcessGroup; kept loose so type hints w
 
 _cp_group: ProcessGroup | None = None
 _cp_ranks: tuple[int, ...] = ()
+
+
+# ---------------------------------------------------------------- the world
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def join_world(backend: str, rank: int, size: int) -> None:
+    """Join the run's process group (create it on a free local port when no launcher set one up);
+    nothing when this process already belongs to one."""
+    if dist.is_initialized():
+        return
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    dist.init_process_group(backend=backend, rank=rank, world_size=size)
+
+
+def backend() -> str:
+    """The process group's backend name (nccl, gloo)."""
+    return dist.get_backend()
+
+
+def initialize_model_parallel(size: int) -> None:
+    """SAT's model- and data-parallel groups (its layers read them), once per process."""
+    from sat import mpu
+
+    if not mpu.model_parallel_is_initialized():
+        mpu.initialize_model_parallel(size)
 
 
 # ---------------------------------------------------------------- context parallel
@@ -173,6 +207,41 @@ def world_rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
 
+def is_multiprocess() -> bool:
+    """More than one process in the run (collectives then need every rank)."""
+    return world_size() > 1
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op without a process group)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_true(value: bool, device: Any) -> bool:
+    """True on every rank only if `value` is True on every rank: one scalar all-reduce (MIN)."""
+    if not is_multiprocess():
+        return bool(value)
+    flag = torch.tensor([1.0 if value else 0.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() > 0)
+
+
+def mean_over_ranks(value: float, device: Any) -> float:
+    """The ranks' mean of a scalar metric (one float64 all-reduce)."""
+    if not is_multiprocess():
+        return value
+    t = torch.tensor([value], device=device, dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / world_size()
+
+
+def sum_over_group_(tensor: torch.Tensor, group: ProcessGroup) -> torch.Tensor:
+    """In place: the sum of `tensor` over the ranks of `group` (ZeRO pieces assembled by sum)."""
+    dist.all_reduce(tensor, group=group)
+    return tensor
+
+
 def broadcast_object(value: Any) -> Any:
     """Rank 0's `value` on every rank (a collective; `value` itself without a process group)."""
     if world_size() == 1:
@@ -195,8 +264,6 @@ def max_over_ranks(value: int, device: Any) -> int:
     """The largest of the ranks' integers: one scalar all-reduce (`device`: where the backend needs it)."""
     if world_size() == 1:
         return value
-    import torch
-
     t = torch.tensor([value], dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item())

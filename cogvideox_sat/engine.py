@@ -128,6 +128,8 @@ class SATVideoDiffusionEngine(nn.Module):
         )
         self.first_stage_model = instantiate_from_config(cfg["first_stage_config"]).eval()
         self.first_stage_model.requires_grad_(False)
+        if hasattr(self.first_stage_model, "set_context_parallel_group"):  # the run's group, handed to the VAE
+            self.first_stage_model.set_context_parallel_group(distributed.get_context_parallel_group())
         loss_fn_config = cfg.get("loss_fn_config", None)
         self.loss_fn = instantiate_from_config(loss_fn_config) if loss_fn_config is not None else None
         self.configure_data_parallel(distributed.get_data_parallel_rank(), distributed.get_data_parallel_world_size())

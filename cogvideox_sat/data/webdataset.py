@@ -346,12 +346,6 @@ def _data_parallel_position(rank: int | None, world_size: int | None) -> tuple[i
         return rank, world_size
     if rank is not None or world_size is not None:
         raise ValueError("give both rank and world_size, or neither (taken from torch.distributed)")
-    try:
-        from cogvideox_sat import distributed
+    from cogvideox_sat import distributed
 
-        return distributed.get_data_parallel_rank(), distributed.get_data_parallel_world_size()
-    except ImportError:
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+    return distributed.get_data_parallel_rank(), distributed.get_data_parallel_world_size()

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-import torch.distributed as dist
 
 from cogvideox_sat import distributed
 
@@ -35,19 +34,17 @@ class SamplingPlacement:
 
     @property
     def distributed(self) -> bool:
-        return dist.is_initialized() and dist.get_world_size() > 1
+        return distributed.is_multiprocess()
 
 
 class BroadcastChannel:
     """Lines read on global rank 0 handed to every rank (stdin prompts under torchrun)."""
 
     def __init__(self) -> None:
-        self.is_source = dist.get_rank() == 0
+        self.is_source = distributed.is_rank0()
 
     def share(self, line: Optional[str]) -> Optional[str]:
-        box = [line]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+        return distributed.broadcast_object(line)
 
 
 def local_device(device: int | str | torch.device | None) -> torch.device:
@@ -65,7 +62,7 @@ def local_device(device: int | str | torch.device | None) -> torch.device:
 
 def place(args: argparse.Namespace) -> SamplingPlacement:
     """Set up this process (process groups only under torchrun) and say what it samples."""
-    multi = int(os.environ.get("WORLD_SIZE", "1")) > 1 or (dist.is_initialized() and dist.get_world_size() > 1)
+    multi = int(os.environ.get("WORLD_SIZE", "1")) > 1 or distributed.is_multiprocess()
     if not multi:
         device = local_device(args.device)
         if device.type == "cuda" and device.index is not None:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import torch.distributed as dist
 
 from cogvideox_sat import distributed
 from cogvideox_sat.io.run_folder import LATEST, iteration_tags, read_latest
@@ -130,8 +129,7 @@ def _together(folder: Path, tag: str, needed: int, write: Callable[[], None], af
         return
     if distributed.world_rank() == 0:
         shutil.rmtree(folder / tag, ignore_errors=True)
-    if dist.is_initialized():
-        dist.barrier()
+    distributed.barrier()
     raise DiskFullError(disk_full_message(folder, tag, needed, read_latest(folder)))
 
 
@@ -163,8 +161,7 @@ def save_checkpoint(
         warn_if_short(folder, last)
         if (folder / tag).exists() and tag != read_latest(folder):
             shutil.rmtree(folder / tag)  # what an interrupted save of this iteration left
-    if dist.is_initialized():
-        dist.barrier()
+    distributed.barrier()
 
     def write_tag() -> None:
         ds_engine.save_checkpoint(
@@ -176,7 +173,7 @@ def save_checkpoint(
         )
 
     # a write failing inside DeepSpeed's save skips the barrier its save ends with
-    _together(folder, tag, needed, write_tag, after_failure=dist.barrier if dist.is_initialized() else lambda: None)
+    _together(folder, tag, needed, write_tag, after_failure=distributed.barrier)
     _together(folder, tag, needed, lambda: seal(folder / tag, durable))
     if ema is not None:
         etag = ema_tag(tag)
@@ -184,16 +181,14 @@ def save_checkpoint(
         def write_ema() -> None:
             weights = read_states(folder, tag)["module"] if main else {}
             ema.save(weights, folder / etag / MODEL_STATES, iteration)
-            if dist.is_initialized():
-                dist.barrier()
+            distributed.barrier()
 
         _together(folder, etag, needed, write_ema)
         _together(folder, etag, needed, lambda: seal(folder / etag, durable))
     _together(folder, tag, needed, lambda: write_latest(folder, tag) if main else None)
     if main:
         prune_old(folder, keep_last)
-    if dist.is_initialized():
-        dist.barrier()
+    distributed.barrier()
     return folder / tag
 
 

@@ -27,8 +27,8 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from cogvideox_sat import distributed
 from cogvideox_sat.io.sat_checkpoint import EMA_SUFFIX
 
 DEFAULT_DECAY = 0.9999
@@ -106,7 +106,7 @@ def _piece(param: torch.nn.Parameter) -> _Piece:
     if hasattr(param, "ds_id"):  # ZeRO-3: contiguous padded partitions in rank order
         group = param.ds_process_group
         size = param.ds_tensor.ds_numel
-        start = size * dist.get_rank(group=group)
+        start = size * distributed.group_rank(group)
         return _Piece(start, max(0, min(size, param.ds_numel - start)), group)
     if hasattr(param, "_hp_mapping"):  # ZeRO-1/2 and DeepSpeed's bf16 optimizer
         mapping = param._hp_mapping
@@ -156,7 +156,7 @@ class WeightEma:
         shape = param.ds_shape if hasattr(param, "ds_id") else param.shape
         total = torch.zeros(int(np.prod(shape)), dtype=torch.float32, device=self.shadow[name].device)
         total.narrow(0, piece.start, piece.numel).copy_(self.shadow[name])
-        dist.all_reduce(total, group=piece.group)
+        distributed.sum_over_group_(total, piece.group)
         return total.reshape(shape).cpu()
 
     def save(self, weights: Mapping[str, torch.Tensor], target: Path, iteration: int) -> None:
@@ -167,7 +167,7 @@ class WeightEma:
             value = self.full(name)
             if name in weights:
                 module[name] = value
-        if dist.is_initialized() and dist.get_rank() != 0:
+        if not distributed.is_rank0():
             return
         module = {k: module.get(k, v) for k, v in weights.items()}
         state = {"module": module, "iteration": iteration, "ema": {"num_updates": self.num_updates, "decay": self.settings.decay, "warmup": self.settings.warmup}}

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import torch.distributed as dist
 
 from cogvideox_sat import distributed
 from cogvideox_sat.id_token import caption_batch
@@ -66,18 +65,11 @@ class LoopState:
 
 def _all_finite(loss: torch.Tensor) -> bool:
     """Agree across ranks, so every rank skips the same micro-batch (else collectives hang)."""
-    flag = torch.isfinite(loss.detach()).all().float().reshape(1)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item() > 0)
+    return distributed.all_true(bool(torch.isfinite(loss.detach()).all()), loss.device)
 
 
 def _mean_across_ranks(value: float, device: torch.device) -> float:
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return value
-    t = torch.tensor([value], device=device, dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t.item()) / dist.get_world_size()
+    return distributed.mean_over_ranks(value, device)
 
 
 def _sync(device: torch.device) -> None:
@@ -171,7 +163,7 @@ def run_loop(
     stop_at = cfg.train_iters
     if cfg.exit_interval:
         stop_at = min(stop_at, state.iteration + cfg.exit_interval)
-    is_main = not dist.is_initialized() or dist.get_rank() == 0
+    is_main = distributed.is_rank0()
 
     def checkpoint() -> None:
         rng = capture_rng_state()

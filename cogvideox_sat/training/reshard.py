@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.distributed as dist
 
+from cogvideox_sat import distributed
 from cogvideox_sat.io.run_folder import read_latest
 from cogvideox_sat.training.rng import restore_rng_state, seed_everything
 
@@ -87,17 +87,16 @@ def prepare_resume(folder: str | os.PathLike, tag: Optional[str], ds_config: dic
     if tag is None:
         return None
     folder = Path(folder)
-    world = dist.get_world_size() if dist.is_initialized() else 1
+    world = distributed.world_size()
     saved = saved_process_count(read_states(folder, tag))
     if saved == world or not any((folder / tag).glob("*optim_states.pt")):
         return None  # same count, or no ZeRO partitions (stage 0 keeps whole states): loads as is
     target = folder / UNIVERSAL_DIR / tag
-    if (not dist.is_initialized() or dist.get_rank() == 0) and not (target / _DONE).is_file():
+    if distributed.is_rank0() and not (target / _DONE).is_file():
         print(f"checkpoint {folder / tag} was written by {saved} processes, resuming on {world}: converting it to "
               f"DeepSpeed's universal layout in {target}", flush=True)
         _convert(folder / tag, target)
-    if dist.is_initialized():
-        dist.barrier()
+    distributed.barrier()
     ds_config.setdefault("checkpoint", {})["load_universal"] = True
     return target.parent
 
@@ -136,11 +135,7 @@ def reseed_rank(seed: int, dp_rank: int, iteration: int) -> None:
 
 def gather_rng_states(state: dict[str, Any]) -> Optional[list[dict[str, Any]]]:
     """Every rank's generator states (a collective); the list in rank order, on every rank."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return [state]
-    states: list[Optional[dict[str, Any]]] = [None] * dist.get_world_size()
-    dist.all_gather_object(states, state)
-    return states  # type: ignore[return-value]
+    return distributed.gather_objects(state)
 
 
 def main() -> None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 
 from cogvideox_sat import distributed
 
@@ -24,12 +22,6 @@ class RunPlacement:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def init_distributed(args: argparse.Namespace) -> RunPlacement:
@@ -49,27 +41,19 @@ def init_distributed(args: argparse.Namespace) -> RunPlacement:
     # a plain `python train_video.py` is a one-process torchrun as far as DeepSpeed is concerned
     for key, value in (("RANK", args.rank), ("WORLD_SIZE", args.world_size), ("LOCAL_RANK", local_rank)):
         os.environ.setdefault(key, str(value))
-    if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        backend = "nccl" if use_cuda else "gloo"
-        dist.init_process_group(backend=backend, rank=args.rank, world_size=args.world_size)
-
-    from sat import mpu  # SAT's model-parallel groups (BaseModel's layers read them)
-
-    if not mpu.model_parallel_is_initialized():
-        mpu.initialize_model_parallel(args.model_parallel_size)
+    distributed.join_world("nccl" if use_cuda else "gloo", args.rank, args.world_size)
+    distributed.initialize_model_parallel(args.model_parallel_size)
     # official choice: the model-parallel group doubles as the VAE's context-parallel group
     distributed.use_model_parallel_group_for_cp()
 
     import deepspeed
 
-    deepspeed.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False)
+    deepspeed.init_distributed(dist_backend=distributed.backend(), auto_mpi_discovery=False)
     args.device = device
     return RunPlacement(
         device=device,
-        rank=dist.get_rank(),
-        world_size=dist.get_world_size(),
+        rank=distributed.world_rank(),
+        world_size=distributed.world_size(),
         dp_rank=distributed.get_data_parallel_rank(),
         dp_world_size=distributed.get_data_parallel_world_size(),
     )

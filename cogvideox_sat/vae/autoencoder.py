@@ -9,8 +9,9 @@ Built from the official `first_stage_config` block; no pytorch_lightning. Two su
   returning (frames, next_past), which `first_stage.py` builds the engine helpers on.
 
 Context parallelism (cp_size > 1): the clip's frames are cut over the ranks of the
-context-parallel group (`cogvideox_sat.distributed`), each rank encodes/decodes its frames with
-halos from its predecessor, and the pieces are gathered again.
+context-parallel group, each rank encodes/decodes its frames with halos from its predecessor,
+and the pieces are gathered again. The group is handed in (`set_context_parallel_group`, done by
+the engine from `cogvideox_sat.distributed`, or `group=` per call); this module looks none up.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from cogvideox_sat import distributed
+from cogvideox_sat.distributed import group_rank, group_size
 from cogvideox_sat.registry import instantiate_from_config
 from cogvideox_sat.vae import cp_ops
 from cogvideox_sat.io.load_report import LoadReport
@@ -73,26 +74,33 @@ class VideoAutoencoderInferenceWrapper(nn.Module):
         # Official surface only: causal tails kept between decode(..., clear_fake_cp_cache=False)
         # calls. The explicit API (decode_chunk) passes this state in and out instead.
         self._official_stream: StreamState | None = None
+        # the group the official surface splits time over when a call names none
+        self.context_parallel_group: ProcessGroup | None = None
 
     # ------------------------------------------------------------------ context parallelism
+
+    def set_context_parallel_group(self, group: ProcessGroup | None) -> None:
+        """The group `encode` / `decode` split time over when a call passes none (None: no group)."""
+        self.context_parallel_group = group
 
     def _cp_group(self, use_cp: bool, group: ProcessGroup | None) -> ProcessGroup | None:
         """The group to split time over, or None (official: cp_size <= 1 forces use_cp=False)."""
         if self.cp_size <= 1 or not use_cp:
             return None
-        group = group if group is not None else distributed.get_context_parallel_group()
-        if group is None or distributed.group_size(group) != self.cp_size:
+        group = group if group is not None else self.context_parallel_group
+        if group is None or group_size(group) != self.cp_size:
             raise ValueError(
-                f"cp_size={self.cp_size} needs a context-parallel group of that size: call "
-                "cogvideox_sat.distributed.initialize_context_parallel(cp_size) on every rank "
-                "(or set first_stage_config.params.cp_size to 1)"
+                f"cp_size={self.cp_size} needs a context-parallel group of that size: create it with "
+                "cogvideox_sat.distributed.initialize_context_parallel(cp_size) on every rank and hand "
+                "it to the VAE (vae.set_context_parallel_group(group), or group=...), or set "
+                "first_stage_config.params.cp_size to 1"
             )
         return group
 
     @staticmethod
     def _cp_groups(latent_groups: int, group: ProcessGroup) -> list[int]:
         """Latent frames after frame 0 per rank (each = 4 pixel frames), checked for length."""
-        groups = balanced_groups(latent_groups, distributed.group_size(group))
+        groups = balanced_groups(latent_groups, group_size(group))
         check_cp_groups(groups)
         return groups
 
@@ -122,7 +130,7 @@ class VideoAutoencoderInferenceWrapper(nn.Module):
             x = cp_ops.broadcast_from_first(x, group)
             groups = self._cp_groups(check_frame_count(x.shape[2]), group)
             x = cp_ops.scatter_time(x, piece_sizes(groups, TEMPORAL_COMPRESSION), group)
-        rank = distributed.group_rank(group)
+        rank = group_rank(group)
         moments = self.encoder(x, time=TimeContext(first_frame_separate=rank == 0, group=group))
         # 3. Gather the latent frames (1 + g_0 on rank 0, g_r elsewhere) unless the caller keeps pieces
         return moments if output_cp else cp_ops.gather_time(moments, piece_sizes(groups, 1), group)
@@ -237,7 +245,7 @@ class VideoAutoencoderInferenceWrapper(nn.Module):
             z = cp_ops.broadcast_from_first(z, cp_group)
             groups = self._cp_groups(z.shape[2] - 1, cp_group)
             z = cp_ops.scatter_time(z, piece_sizes(groups, 1), cp_group)
-        rank = distributed.group_rank(cp_group)
+        rank = group_rank(cp_group)
         x = self.decoder(z, time=TimeContext(first_frame_separate=rank == 0, group=cp_group))
         return x if output_cp else cp_ops.gather_time(x, piece_sizes(groups, TEMPORAL_COMPRESSION), cp_group)
 

@@ -35,10 +35,11 @@ def _worker(rank: int, port: int, inputs_path: str, out_path: str) -> None:
     torch.set_num_threads(1)
     init_gloo(rank, WORLD, port)
     try:
-        distributed.initialize_context_parallel(WORLD)
+        group = distributed.initialize_context_parallel(WORLD)
         data = torch.load(inputs_path)
         out = {}
         vae = tiny_vae(SEED, cp_size=WORLD, gather_norm_encoder=True, gather_norm_decoder=True)
+        vae.set_context_parallel_group(group)
         with torch.no_grad():
             out["moments"] = vae.encode(data["x"], unregularized=True)[0]
             out["latent"] = vae.encode(data["x"])
@@ -52,6 +53,7 @@ def _worker(rank: int, port: int, inputs_path: str, out_path: str) -> None:
         out["grad_x"] = x.grad
         # Decoder with per-rank norm statistics (official gather_norm False).
         local = tiny_vae(SEED, cp_size=WORLD, gather_norm_encoder=True, gather_norm_decoder=False)
+        local.set_context_parallel_group(group)
         with torch.no_grad():
             out["decode_local_norm"] = local.decode(data["z"])
         torch.save(out, f"{out_path}.{rank}")
