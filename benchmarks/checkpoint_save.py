@@ -94,7 +94,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     device = torch.device("cuda") if torch.cuda.is_available() and not args.tiny else torch.device("cpu")
     init_single_process(device)
+    start = time.perf_counter()
     ds_engine, trainable = build(args, device)
+    # the first CUDA run JIT-builds DeepSpeed's fused Adam (~40 s): say where the time went
+    print(f"model + DeepSpeed engine + one step ready in {time.perf_counter() - start:.0f} s", flush=True)
     out = args.out or Path(tempfile.mkdtemp(prefix="ckpt-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, list[float]] = {"deepspeed write only": [], "save, no fsync": [], "save (durable)": [], "resume check": []}
