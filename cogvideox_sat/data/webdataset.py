@@ -33,7 +33,6 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from cogvideox_sat.data import sampling
