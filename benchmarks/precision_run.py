@@ -12,12 +12,21 @@ helpers.
     python benchmarks/precision_run.py --cases 2b_lora:fp16 2b_lora:bf16 --steps 300
     python benchmarks/precision_run.py --cases 2b_sft:fp16 2b_sft:bf16 --steps 300
     python benchmarks/precision_run.py --tiny   # CPU smoke run (bf16 / fp32 only: DeepSpeed has no CPU fp16)
+
+`--data cache` encodes the clips once (tools/build_latent_cache.py) and trains the transformer on
+the cached latents, so the steps measure the DiT's numerics, not the VAE's time; `--parallel` runs
+the cases at the same time (one GPU holds two 2B LoRA runs; step times are then shared);
+`--summary FILE` writes every case's per-step losses, loss scales and step times as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import statistics
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -31,12 +40,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from common import print_header  # noqa: E402
-from train_run import make_assets, overlay, run  # noqa: E402
+from train_run import build_cache, make_assets, overlay  # noqa: E402
 
 from cogvideox_sat.training.metrics import read_metrics  # noqa: E402
 
-CONFIGS = {"2b_lora": REPO / "configs/cogvideox_2b_lora.yaml", "2b_sft": REPO / "configs/cogvideox_2b.yaml"}
-LR = {"2b_lora": 1e-3, "2b_sft": 1e-5}  # the official sft.yaml's advice for LoRA and full fine-tuning
+CONFIGS = {"2b_lora": REPO / "configs/cogvideox_2b_lora.yaml", "2b_sft": REPO / "configs/cogvideox_2b.yaml",
+           "5b_lora": REPO / "configs/cogvideox_5b_lora.yaml"}
+LR = {"2b_lora": 1e-3, "2b_sft": 1e-5, "5b_lora": 1e-3}  # the official sft.yaml's advice for LoRA and full fine-tuning
 OFFICIAL_FP16 = {"loss_scale": 0, "loss_scale_window": 400, "hysteresis": 2, "min_loss_scale": 1}
 
 
@@ -51,11 +61,20 @@ class Outcome:
     ema_updates: int
     weights_finite: bool
     ema_finite: bool
+    losses: list[float]
+    step_s: float
+    peak_gib: float
 
 
-def case_overlay(args: argparse.Namespace, name: str, precision: str, work: Path, clips: Path, t5: Path, vae: Path) -> dict[str, Any]:
+def case_overlay(args: argparse.Namespace, name: str, precision: str, work: Path, clips: Path, t5: Path, vae: Path,
+                 cache: Path | None = None) -> dict[str, Any]:
+    precision, _, variant = precision.partition("+")
     ns = argparse.Namespace(**{**vars(args), "config": CONFIGS[name] if not args.tiny else args.config, "precision": precision})
-    cfg = overlay(ns, work, clips, t5, vae, None)
+    cfg = overlay(ns, work, clips, t5, vae, cache)
+    if variant == "store8":  # FP8 storage of the frozen base (LoRA only)
+        cfg["model"]["network_config"]["params"]["transformer_args"]["fp8_base_storage"] = True
+    elif variant:
+        raise SystemExit(f"case variant +{variant}: the only variant is +store8")
     cfg["args"]["save_interval"] = args.steps  # one checkpoint (weights + EMA) at the end, checked for NaN
     ds = cfg["deepspeed"]
     ds["optimizer"] = {"type": "sat.ops.FusedEmaAdam",
@@ -73,27 +92,41 @@ def all_finite(path: Path) -> bool:
     return bool(module) and all(torch.isfinite(v).all() for v in module.values() if v.is_floating_point())
 
 
-def run_case(args: argparse.Namespace, case: str, work: Path, assets: tuple[Path, Path, Path]) -> Outcome:
+def start_case(args: argparse.Namespace, case: str, work: Path, assets: tuple[Path, Path, Path], cache: Path | None) -> subprocess.Popen:
+    """Launch one case's train_video.py run (output in `work`/train.log)."""
     name, precision = case.split(":")
     work.mkdir(parents=True, exist_ok=True)
-    (work / "overlay.yaml").write_text(yaml.safe_dump(case_overlay(args, name, precision, work, *assets)))
+    (work / "overlay.yaml").write_text(yaml.safe_dump(case_overlay(args, name, precision, work, *assets, cache=cache)))
     config = args.config if args.tiny else CONFIGS[name]
-    run([sys.executable, str(REPO / "train_video.py"), "--base", str(config), str(work / "overlay.yaml"), "--seed", "1"])
+    cmd = [sys.executable, str(REPO / "train_video.py"), "--base", str(config), str(work / "overlay.yaml"), "--seed", "1"]
+    log = (work / "train.log").open("w")
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def finish_case(case: str, work: Path, proc: subprocess.Popen) -> Outcome:
+    if proc.wait() != 0:
+        print((work / "train.log").read_text()[-6000:])
+        raise SystemExit(f"{case}: train_video.py failed with exit code {proc.returncode} (log: {work / 'train.log'})")
     (run_dir,) = [p for p in (work / "runs").iterdir() if p.is_dir()]
     records = [r for r in read_metrics(run_dir) if "loss" in r]
     last = records[-1]
     tag = (run_dir / "latest").read_text().strip()
+    steps = [r["step_s"] for r in records[3:] if "step_s" in r]
     return Outcome(
         case, len(records), all(math.isfinite(r["loss"]) for r in records), last["loss"],
         [r["loss_scale"] for r in records if "loss_scale" in r], int(last.get("overflow_skipped", 0)), int(last.get("ema_updates", 0)),
         all_finite(run_dir / tag / "mp_rank_00_model_states.pt"), all_finite(run_dir / f"{tag}-ema" / "mp_rank_00_model_states.pt"),
+        [float(r["loss"]) for r in records], statistics.median(steps) if steps else float("nan"),
+        max((r["max_mem_gib"] for r in records if "max_mem_gib" in r), default=float("nan")),
     )
 
 
 def main(argv: list[str] | None = None) -> list[Outcome]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["2b_lora:fp16", "2b_lora:bf16", "2b_sft:fp16", "2b_sft:bf16"],
-                        help="<2b_lora|2b_sft>:<fp16|bf16> (each one train_video.py run)")
+                        help="<2b_lora|2b_sft|5b_lora>:<fp16|bf16>[+store8] (each one train_video.py run; +store8: fp8_base_storage)")
+    parser.add_argument("--checkpoint-mode", choices=["full", "selective"], default="full",
+                        help="selective keeps the attention outputs (same numbers as full, fewer recomputed FLOPs)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--frames", type=int, default=49)
     parser.add_argument("--size", type=int, nargs=2, default=[480, 720])
@@ -102,31 +135,51 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--clips", type=Path, default=None, help="folder of videos/ + labels/ (generated if absent)")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--data", choices=["pixels", "cache"], default="pixels", help="cache: latents encoded once, DiT-only steps")
+    parser.add_argument("--parallel", action="store_true", help="run the cases at the same time")
+    parser.add_argument("--summary", type=Path, default=None, help="JSON file for per-step losses, scales, step times")
     parser.add_argument("--tiny", action="store_true", help="demo LoRA model on the CPU, 4 steps, bf16")
     args = parser.parse_args(argv)
     # train_run.overlay's knobs: official checkpointing, no compile
-    args.checkpoint_activations, args.checkpoint_mode, args.compile = "true", None, False
+    args.checkpoint_activations, args.compile = "true", False
     args.config = REPO / "configs/demo/tiny_t2v_lora.yaml"
     if args.tiny:
         args.steps, args.frames, args.size, args.cases = 4, 9, [64, 96], ["2b_lora:bf16"]
     work = args.work or Path(tempfile.mkdtemp(prefix="precision_run_"))
 
-    outcomes = []
+    jobs = []
     for case in args.cases:
         config = args.config if args.tiny else CONFIGS[case.split(":")[0]]
         assets = make_assets(config, work, args.clips, args.frames, args.size, n_clips=4)
-        outcomes.append(run_case(args, case, work / case.replace(":", "_"), assets))
+        cache = None
+        if args.data == "cache":
+            cache = work / f"cache-{Path(config).stem}-{args.frames}x{args.size[0]}x{args.size[1]}"
+            if not cache.is_dir():
+                ns = argparse.Namespace(**{**vars(args), "config": Path(config), "precision": "bf16"})
+                build_cache(ns, work / "cache_build", overlay(ns, work / "cache_build", *assets, None), cache)
+        case_work = work / case.replace(":", "_")
+        jobs.append((case, case_work, start_case(args, case, case_work, assets, cache)))
+        if not args.parallel:
+            jobs[-1][2].wait()
+    outcomes = []
+    for case, case_work, proc in jobs:
+        outcomes.append(finish_case(case, case_work, proc))
         o = outcomes[-1]
         print(f"  {o.case}: {o.steps} steps, last loss {o.last_loss:.4f}, overflow skipped {o.overflow}", flush=True)
+    if args.summary:
+        args.summary.write_text(json.dumps([vars(o) for o in outcomes], indent=1))
 
     print(f"\n2B, clip {args.frames}x{args.size[0]}x{args.size[1]}, ZeRO-{args.zero_stage}, FusedEmaAdam (ema_decay {args.ema_decay}), "
           f"{args.steps} steps, generated clips, random weights")
-    header = f"{'case':<14} {'steps':>5} {'loss finite':>11} {'last loss':>9} {'scale first/last/min':>24} {'overflow':>8} {'EMA upd':>7} {'weights ok':>10} {'EMA ok':>6}"
+    header = (f"{'case':<14} {'steps':>5} {'loss finite':>11} {'loss first/last 20':>19} {'scale first/last/min':>24} {'overflow':>8} "
+              f"{'EMA upd':>7} {'weights ok':>10} {'EMA ok':>6} {'step s':>7} {'peak GiB':>8}")
     print_header(header)
     for o in outcomes:
         scale = f"{o.scales[0]:g}/{o.scales[-1]:g}/{min(o.scales):g}" if o.scales else "-"
-        print(f"{o.case:<14} {o.steps:>5} {str(o.finite):>11} {o.last_loss:>9.4f} {scale:>24} {o.overflow:>8} {o.ema_updates:>7} "
-              f"{str(o.weights_finite):>10} {str(o.ema_finite):>6}")
+        window = min(20, len(o.losses))
+        trend = f"{statistics.fmean(o.losses[:window]):.4f}/{statistics.fmean(o.losses[-window:]):.4f}"
+        print(f"{o.case:<14} {o.steps:>5} {str(o.finite):>11} {trend:>19} {scale:>24} {o.overflow:>8} {o.ema_updates:>7} "
+              f"{str(o.weights_finite):>10} {str(o.ema_finite):>6} {o.step_s:>7.3f} {o.peak_gib:>8.2f}")
     failed = [o.case for o in outcomes if not (o.finite and o.weights_finite and o.ema_finite)]
     if failed:
         raise SystemExit(f"non-finite numbers in {failed}")
