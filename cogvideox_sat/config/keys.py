@@ -11,7 +11,9 @@ Each key of the `args:` section (every `RunArgs` field), of the `model:` section
 
 Parameters inside a target block (`*_config.params.*`) are constructor arguments of that target,
 checked against its signature by `config.targets`; the few that construct nothing are listed in
-`TARGET_PARAMS`. `rules.declared_key_behaviour` turns the table into warnings and errors; the
+`TARGET_PARAMS`. The DiT's `network_config.params.transformer_args` mapping has its own table,
+`TRANSFORMER_ARGS` (one entry per `models.transformer_args.TransformerArgs` field; that class
+raises for the error entries). `rules.declared_key_behaviour` turns the table into warnings and errors; the
 README's key table is generated from it (`key_table_markdown`).
 """
 
@@ -155,6 +157,34 @@ TARGET_PARAMS: dict[str, KeyBehaviour] = {
 }
 
 
+# model.network_config.params.transformer_args.*
+_TA_OVERRIDE = "must equal the network's own parameter of that name (the official DiT overwrites it)"
+TRANSFORMER_ARGS: dict[str, KeyBehaviour] = {
+    "checkpoint_activations": _acts("activation checkpointing of the transformer layers (checkpoint_mode says how)"),
+    "checkpoint_num_layers": _acts("layers per checkpointed chunk (1 under checkpoint_mode auto)"),
+    "checkpoint_skip_layers": _acts("the last this many layers are not checkpointed"),
+    "checkpoint_mode": _acts("ours: full (default) / selective / selective_mlp_out / selective_matmul / none / auto (per layer, from checkpoint_budget_gib)"),
+    "checkpoint_budget_gib": _acts(
+        "ours, checkpoint_mode auto only (and required there): GiB of activations all layers may keep for backward at the step's input shape; weights, gradients and optimizer state come on top"
+    ),
+    "attention_backend": _acts("ours: auto / fa4 / torch / cudnn / flash / efficient / math"),
+    "compile": _acts("ours: each layer through torch.compile"),
+    "fp8": _acts("ours: FP8 projection matmuls (bf16 models on CUDA)"),
+    "fp8_base_storage": _acts("ours: LoRA's frozen base weights stored in float8 (CUDA)"),
+    "vocab_size": _warn("nothing: the patch embedding replaces SAT's word embeddings", (1,)),
+    "max_sequence_length": _acts("rows of the 2B's unused transformer.position_embeddings (a state-dict key)"),
+    "layernorm_order": _error("must be 'pre', CogVideoX's only order", ("pre",)),
+    "layernorm_epsilon": _acts(), "hidden_dropout": _acts(), "attention_dropout": _acts(),
+    "skip_init": _acts("true keeps torch's default init (weights to be loaded)"),
+    "model_parallel_size": _error("must be 1: no tensor model parallelism (use data parallelism / ZeRO)", (1,)),
+    "is_decoder": _error("must be false: the CogVideoX DiT has no cross-attention layers", (False,)),
+    "seed": _warn("nothing: args.seed seeds the run", (None,)),
+    "num_layers": _acts(_TA_OVERRIDE), "hidden_size": _acts(_TA_OVERRIDE),
+    "num_attention_heads": _acts(_TA_OVERRIDE), "parallel_output": _acts(_TA_OVERRIDE),
+}
+TRANSFORMER_ARGS_PATH = "model.network_config.params.transformer_args"
+
+
 def behaviour(path: str) -> KeyBehaviour:
     """The declared behaviour of a dotted key path (list indices dropped), e.g. `args.split`,
     `model.use_pd`, `model.loss_fn_config.params.block_size`. KeyError when none is declared."""
@@ -173,6 +203,8 @@ def behaviour(path: str) -> KeyBehaviour:
     if section == "model":
         if "." not in rest:
             return MODEL[rest]
+        if path.startswith(TRANSFORMER_ARGS_PATH + "."):
+            return TRANSFORMER_ARGS[path[len(TRANSFORMER_ARGS_PATH) + 1 :]]
         for suffix, declared in TARGET_PARAMS.items():
             if rest.endswith(suffix):
                 return declared
@@ -182,9 +214,9 @@ def behaviour(path: str) -> KeyBehaviour:
 
 
 def key_table_markdown() -> str:
-    """The README table of `args:` and `model:` keys."""
+    """The README table of `args:`, `model:` and `transformer_args` keys."""
     rows = ["| key | here |", "|---|---|"]
-    for prefix, table in (("args", ARGS), ("model", MODEL)):
+    for prefix, table in (("args", ARGS), ("model", MODEL), ("transformer_args", TRANSFORMER_ARGS)):
         for key, b in table.items():
             mark = {"acts": "acts", "warn": "warning, no effect", "error": "error"}[b.kind]
             rows.append(f"| `{prefix}.{key}` | {mark}: {b.does} |")

@@ -279,8 +279,8 @@ def _declared_problem(ctx: RunContext, key: str, value: object) -> Iterator[Prob
 @rule
 def declared_key_behaviour(ctx: RunContext) -> Iterator[Problem]:
     """One warning per inert key the configs set, one error per key whose effect is missing here
-    (the table is cogvideox_sat.config.keys)."""
-    from cogvideox_sat.config.keys import TARGET_PARAMS
+    (the table is cogvideox_sat.config.keys; TransformerArgs itself raises for transformer_args)."""
+    from cogvideox_sat.config.keys import TARGET_PARAMS, TRANSFORMER_ARGS, TRANSFORMER_ARGS_PATH
 
     if ctx.args is not None:
         for name in sorted(ctx.args.model_fields_set - {"base"}):
@@ -293,6 +293,9 @@ def declared_key_behaviour(ctx: RunContext) -> Iterator[Problem]:
         params = ((ctx.model or {}).get(block) or {}).get("params") or {}
         if param in params:
             yield from _declared_problem(ctx, f"model.{suffix}", params[param])
+    for name, value in (ctx.network.get("transformer_args") or {}).items():
+        if name in TRANSFORMER_ARGS and TRANSFORMER_ARGS[name].kind == "warn":
+            yield from _declared_problem(ctx, f"{TRANSFORMER_ARGS_PATH}.{name}", value)
 
 
 def _engine_key_names() -> frozenset[str]:

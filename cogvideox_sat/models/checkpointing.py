@@ -10,6 +10,10 @@ Modes (`transformer_args.checkpoint_mode`; `checkpoint_activations: true` turns 
   the largest matmul whose output is one hidden-wide tensor (a third of the layer's matmul work).
 - `selective_matmul`: keeps every matmul output too; backward recomputes only elementwise ops,
   norms and GELU. Costs more memory than it saves time except on short clips.
+- `auto` (config only, with `checkpoint_budget_gib`): a mix of the modes above, one per layer,
+  planned by `checkpoint_plan` from the costs in the table below so that the kept activations of
+  all layers fit the budget (activations only; weights and optimizer state are separate);
+  `run_blocks` takes the per-layer list.
 - The last `checkpoint_skip_layers` layers run without checkpointing (SAT semantics).
 Selective modes are built on torch's selective checkpoint contexts, which match ops by
 identity (the SDPA kernels and FlashAttention-4's custom op, `attention.ATTENTION_OPS`) (and the MLP projection by its weight shape), so saved tensors are exactly those ops'
@@ -131,7 +135,7 @@ def run_blocks(
     blocks: Sequence[Any],
     hidden: torch.Tensor,
     shared: tuple[Any, ...] = (),
-    mode: str = "none",
+    mode: str | Sequence[str] = "none",
     chunk: int = 1,
     skip_last: int = 0,
     hidden_size: int = 0,
@@ -140,20 +144,27 @@ def run_blocks(
     """hidden = block_fn(block, hidden, *shared) for each block, checkpointed per `mode`.
 
     `blocks` hold each layer's modules (compiled code takes them as arguments, so one graph
-    serves every layer); `hidden_size` identifies the MLP projection for `selective_mlp_out`;
-    `compile_backend` (e.g. "inductor") runs each chunk through `torch.compile`.
+    serves every layer); `mode` is one mode for all layers or one per layer (`checkpoint_mode:
+    auto`; a chunk ends where the mode changes); `hidden_size` identifies the MLP projection for
+    `selective_mlp_out`; `compile_backend` (e.g. "inductor") runs each chunk through `torch.compile`.
     """
-    if mode not in CHECKPOINT_MODES:
-        raise ValueError(f"checkpoint mode {mode!r}: choose one of {CHECKPOINT_MODES}")
     num = len(blocks)
-    active = mode != "none" and torch.is_grad_enabled()
+    modes = (mode,) * num if isinstance(mode, str) else tuple(mode)
+    if len(modes) != num or not set(modes) <= set(CHECKPOINT_MODES):
+        raise ValueError(f"checkpoint mode {mode!r}: choose one of {CHECKPOINT_MODES}, or one per layer ({num})")
+    active = torch.is_grad_enabled() and set(modes) != {"none"}
     # Eager code runs an unchecked stack in one go; compiled code keeps one layer per call so
     # that the graph is one layer, not the whole unrolled stack.
-    step = chunk if active else (num if compile_backend is None else 1)
-    for start in range(0, num, max(step, 1)):
-        group = tuple(blocks[start : start + step])
-        group_mode = mode if active and start + skip_last < num else "none"
+    step = max(chunk if active else (num if compile_backend is None else 1), 1)
+    start = 0
+    while start < num:
+        group_mode = modes[start] if active and start + skip_last < num else "none"
+        end = start + 1
+        while end < min(start + step, num) and (modes[end] == modes[start] or not active):
+            end += 1
+        group = tuple(blocks[start:end])
         hidden = _group_runner(group_mode, hidden_size, compile_backend)(block_fn, group, hidden, shared)
+        start = end
     return hidden
 
 

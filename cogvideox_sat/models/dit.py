@@ -32,6 +32,7 @@ from ..parallel.ulysses import SequenceShard, check_sequence_parallel_degree
 from ..registry import instantiate_from_config
 from .adaln import adaln_block
 from .attention import BACKENDS, kernel_context, resolve_backend
+from .checkpoint_plan import AUTO, LayerShape, plan_checkpointing
 from .checkpointing import run_blocks
 from .fp8 import convert_projections_to_float8
 from .fp8_storage import store_frozen_base_in_float8
@@ -109,6 +110,8 @@ class DiffusionTransformer(nn.Module):
         }
         self.dtype = dtype_from_name(dtype)
         self.checkpoint_mode = self.transformer_args.effective_checkpoint_mode
+        self.checkpoint_budget_gib = self.transformer_args.checkpoint_budget_gib
+        self._checkpoint_plans: dict[LayerShape, tuple[str, ...]] = {}  # checkpoint_mode auto, by input shape
         self.compile_backend = "inductor" if self.transformer_args.compile else None
         self.attention_backend = self.transformer_args.attention_backend
         self.sequence_parallel_group = None  # see set_sequence_parallel
@@ -298,11 +301,16 @@ class DiffusionTransformer(nn.Module):
                 mixin.reset_buffers()
 
     # ---- runtime switches --------------------------------------------------------------------
-    def set_checkpoint_mode(self, mode: str) -> None:
-        """Activation checkpointing: one of `CHECKPOINT_MODES` (see `checkpointing`)."""
-        if mode not in CHECKPOINT_MODES:
-            raise ValueError(f"checkpoint mode {mode!r}: choose one of {CHECKPOINT_MODES}")
-        self.checkpoint_mode = mode
+    def set_checkpoint_mode(self, mode: str, budget_gib: float | None = None) -> None:
+        """Activation checkpointing: one of `CHECKPOINT_MODES` (see `checkpointing`), or `auto`
+        with a budget of kept activations in GiB (default transformer_args.checkpoint_budget_gib)."""
+        if mode not in (*CHECKPOINT_MODES, AUTO):
+            raise ValueError(f"checkpoint mode {mode!r}: choose one of {(*CHECKPOINT_MODES, AUTO)}")
+        budget_gib = budget_gib if budget_gib is not None else self.transformer_args.checkpoint_budget_gib
+        if mode == AUTO and budget_gib is None:
+            raise ValueError("checkpoint mode auto needs a budget: pass budget_gib (GiB of kept activations)")
+        self.checkpoint_mode, self.checkpoint_budget_gib = mode, budget_gib
+        self._checkpoint_plans.clear()
 
     def set_attention_backend(self, backend: str) -> None:
         """SDPA kernel choice for every layer (see `cogvideox_sat.models.attention.BACKENDS`)."""
@@ -428,7 +436,7 @@ class DiffusionTransformer(nn.Module):
             run_blocks,
             adaln_block,
             shared=(emb, text_length, rotary, shard, kernel),
-            mode=self.checkpoint_mode,
+            mode=self._layer_checkpoint_modes(hidden, shard),
             chunk=self.transformer_args.checkpoint_num_layers,
             skip_last=self.transformer_args.checkpoint_skip_layers,
             hidden_size=self.hidden_size,
@@ -442,6 +450,23 @@ class DiffusionTransformer(nn.Module):
             else:
                 hidden = step_cache.run(hidden, partial(_run_some, run, blocks[:1]), partial(_run_some, run, blocks[1:]))
         return shard.gather(hidden) if shard is not None else hidden
+
+    def _layer_checkpoint_modes(self, hidden: torch.Tensor, shard: SequenceShard | None) -> str | tuple[str, ...]:
+        """`checkpoint_mode`, or under `auto` this input shape's plan (made once per shape, one log line)."""
+        if self.checkpoint_mode != AUTO:
+            return self.checkpoint_mode
+        if not torch.is_grad_enabled():
+            return "none"  # nothing is checkpointed without autograd: plan training shapes only
+        seq_len, shards = (shard.total, len(shard.sizes)) if shard is not None else (hidden.shape[1], 1)
+        shape = LayerShape(self.hidden_size, self.num_attention_heads, hidden.shape[0], seq_len, hidden.element_size(), "lora" in self.mixins, shards)
+        if shape not in self._checkpoint_plans:
+            plan = plan_checkpointing(shape, self.num_layers, self.checkpoint_budget_gib, self.transformer_args.checkpoint_skip_layers)
+            if plan.fits:
+                print(plan.summary(shape, self.checkpoint_budget_gib), flush=True)
+            else:
+                warnings.warn(plan.summary(shape, self.checkpoint_budget_gib), stacklevel=2)
+            self._checkpoint_plans[shape] = plan.modes
+        return self._checkpoint_plans[shape]
 
 
 def _run_some(run: Any, blocks: list[Any], hidden: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,11 @@ float rounding, the two FP8 keys are opt-in approximations):
 - `checkpoint_mode`: which activation checkpointing `checkpoint_activations: true` means:
   `full` (recompute whole layers, the official behaviour and default), `selective` (keep the
   attention outputs, recompute the cheap rest), `selective_mlp_out`, `selective_matmul` (keep
-  more, see `cogvideox_sat.models.checkpointing` for the memory each costs) or `none`.
+  more, see `cogvideox_sat.models.checkpointing` for the memory each costs), `none`, or `auto`:
+  one mode per layer, planned for each input shape so that the tensors all layers keep between
+  forward and backward fit `checkpoint_budget_gib` (the activations only, not the whole peak:
+  weights, gradients and optimizer state come on top), most recompute time per byte first
+  (`cogvideox_sat.models.checkpoint_plan`).
 - `attention_backend`: torch SDPA backend, see `cogvideox_sat.models.attention.BACKENDS`.
 - `compile`: run each transformer layer (with its checkpointing) through `torch.compile`,
   which fuses the elementwise work (adaLN modulation + LayerNorm, gated residuals, GELU,
@@ -28,6 +32,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .attention import BACKENDS
+from .checkpoint_plan import AUTO
 from .checkpointing import CHECKPOINT_MODES
 from .fp8 import RECIPES as FP8_RECIPES
 
@@ -40,6 +45,7 @@ class TransformerArgs:
     checkpoint_num_layers: int = 1
     checkpoint_skip_layers: int = 0
     checkpoint_mode: str | None = None
+    checkpoint_budget_gib: float | None = None  # checkpoint_mode auto: GiB of kept activations
     attention_backend: str = "auto"
     compile: bool = False
     fp8: bool | str = False
@@ -73,8 +79,9 @@ class TransformerArgs:
         return args
 
     def _validate(self) -> None:
-        if self.checkpoint_mode is not None and self.checkpoint_mode not in CHECKPOINT_MODES:
-            raise ValueError(f"transformer_args.checkpoint_mode={self.checkpoint_mode!r}; choose one of {CHECKPOINT_MODES}")
+        if self.checkpoint_mode is not None and self.checkpoint_mode not in (*CHECKPOINT_MODES, AUTO):
+            raise ValueError(f"transformer_args.checkpoint_mode={self.checkpoint_mode!r}; choose one of {(*CHECKPOINT_MODES, AUTO)}")
+        self._validate_budget()
         if not isinstance(self.compile, bool):
             raise ValueError(f"transformer_args.compile must be true or false, got {self.compile!r}")
         if self.compile and (self.hidden_dropout or self.attention_dropout):
@@ -101,6 +108,22 @@ class TransformerArgs:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"transformer_args.{name} must be in [0, 1)")
 
+    def _validate_budget(self) -> None:
+        budget = self.checkpoint_budget_gib
+        if self.checkpoint_mode != AUTO:
+            if budget is not None:
+                raise ValueError("transformer_args.checkpoint_budget_gib is only read by checkpoint_mode auto: set checkpoint_mode: auto or remove it")
+            return
+        if budget is None:
+            raise ValueError(
+                "transformer_args.checkpoint_mode auto needs transformer_args.checkpoint_budget_gib: the GiB of activations "
+                "all layers may keep for backward (e.g. 6.0; weights and optimizer state come on top)"
+            )
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0:
+            raise ValueError(f"transformer_args.checkpoint_budget_gib must be a positive number of GiB, got {budget!r}")
+        if self.checkpoint_num_layers != 1:
+            raise ValueError("transformer_args.checkpoint_mode auto plans each layer alone: set checkpoint_num_layers to 1")
+
     @property
     def fp8_recipe(self) -> str | None:
         """torchao's float8 recipe of `fp8` (None: off)."""
@@ -110,7 +133,8 @@ class TransformerArgs:
 
     @property
     def effective_checkpoint_mode(self) -> str:
-        """`none` unless `checkpoint_activations`; then `checkpoint_mode` (default `full`)."""
+        """`none` unless `checkpoint_activations`; then `checkpoint_mode` (default `full`; `auto`
+        is planned per layer and input shape by the model)."""
         if not self.checkpoint_activations:
             return "none"
         return self.checkpoint_mode or "full"

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from cogvideox_sat.arguments import RunArgs
-from cogvideox_sat.config.keys import ARGS, MODEL, behaviour, key_table_markdown
+from cogvideox_sat.config.keys import ARGS, MODEL, TRANSFORMER_ARGS, TRANSFORMER_ARGS_PATH, behaviour, key_table_markdown
 from cogvideox_sat.engine import ENGINE_KEYS
+from cogvideox_sat.models.transformer_args import TransformerArgs
 from tests.conftest import OFFICIAL_FIXTURES, REPO
 from tests.config.helpers import messages, run_with
 
@@ -53,6 +54,35 @@ def test_every_run_arg_and_model_key_is_declared_once() -> None:
     assert set(MODEL) == set(ENGINE_KEYS)
     with pytest.raises(KeyError):
         behaviour("args.not_a_key")
+
+
+def test_every_transformer_args_key_is_declared() -> None:
+    assert set(TRANSFORMER_ARGS) == set(TransformerArgs.__dataclass_fields__)
+    assert behaviour(f"{TRANSFORMER_ARGS_PATH}.checkpoint_budget_gib") is TRANSFORMER_ARGS["checkpoint_budget_gib"]
+    with pytest.raises(KeyError):
+        behaviour(f"{TRANSFORMER_ARGS_PATH}.not_a_key")
+
+
+# TransformerArgs owns the transformer_args errors: each declared one raises away from its neutral value
+TRANSFORMER_ARGS_ERRORS = {"layernorm_order": "post", "model_parallel_size": 2, "is_decoder": True}
+
+
+@pytest.mark.parametrize("name", TRANSFORMER_ARGS_ERRORS)
+def test_transformer_args_error_keys_raise(name: str) -> None:
+    assert {k for k, b in TRANSFORMER_ARGS.items() if b.kind == "error"} == set(TRANSFORMER_ARGS_ERRORS)
+    TransformerArgs.from_config({name: TRANSFORMER_ARGS[name].neutral[0]})
+    with pytest.raises(ValueError, match=name):
+        TransformerArgs.from_config({name: TRANSFORMER_ARGS_ERRORS[name]})
+
+
+def test_inert_transformer_args_key_warns_and_budget_errors_name_the_key(tmp_path: Path) -> None:
+    run = run_with(tmp_path, {"model": {"network_config": {"params": {"transformer_args": {"vocab_size": 1000}}}}})
+    (msg,) = messages(run, f"{TRANSFORMER_ARGS_PATH}.vocab_size")
+    assert run.ok and "no effect" in msg
+    run = run_with(tmp_path, {"model": {"network_config": {"params": {"transformer_args": {"checkpoint_mode": "auto"}}}}})
+    assert not run.ok and any("checkpoint_budget_gib" in m for m in messages(run, TRANSFORMER_ARGS_PATH))
+    auto = {"checkpoint_activations": True, "checkpoint_mode": "auto", "checkpoint_budget_gib": 4.0}
+    assert run_with(tmp_path, {"model": {"network_config": {"params": {"transformer_args": auto}}}}).ok
 
 
 def test_readme_table_lists_every_key() -> None:

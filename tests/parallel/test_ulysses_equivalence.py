@@ -28,6 +28,7 @@ CASES_2 = {
     "2b_sincos": ("2b", 4, 64, 8, 2, "none"),
     "5b_rope_checkpointed": ("5b", 4, 64, 8, 2, "full"),
     "1.5_i2v_rope": ("1.5_i2v", 2, 64, 8, 1, "selective"),
+    "5b_auto": ("5b", 4, 64, 8, 2, ("auto", 3e-4)),  # (mode, budget GiB): a per-layer plan for the slices
 }
 # 3 ranks: uneven slices, and the text tokens straddle the first slice boundary
 CASES_3 = {
@@ -46,7 +47,7 @@ def _case(spec: tuple) -> tuple[torch.nn.Module, dict[str, torch.Tensor], torch.
     variant, heads, hidden, text, batch, mode = spec
     torch.manual_seed(0)
     model = randomize_(instantiate_from_config(_config(variant, heads, hidden, text)), seed=5)
-    model.set_checkpoint_mode(mode)
+    model.set_checkpoint_mode(*mode) if isinstance(mode, tuple) else model.set_checkpoint_mode(mode)
     kwargs = inputs(variant, batch=batch, seed=2)
     gen = torch.Generator().manual_seed(9)
     kwargs["context"] = torch.randn(batch, text, kwargs["context"].shape[-1], generator=gen)
