@@ -25,10 +25,12 @@ import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,10 @@ def finish_case(case: str, work: Path, proc: subprocess.Popen) -> Outcome:
     )
 
 
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(f"precision_run: signal {signum}")  # runs the finally that stops the training runs
+
+
 def main(argv: list[str] | None = None) -> list[Outcome]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["2b_lora:fp16", "2b_lora:bf16", "2b_sft:fp16", "2b_sft:bf16"],
@@ -147,25 +153,32 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
         args.steps, args.frames, args.size, args.cases = 4, 9, [64, 96], ["2b_lora:bf16"]
     work = args.work or Path(tempfile.mkdtemp(prefix="precision_run_"))
 
-    jobs = []
-    for case in args.cases:
-        config = args.config if args.tiny else CONFIGS[case.split(":")[0]]
-        assets = make_assets(config, work, args.clips, args.frames, args.size, n_clips=4)
-        cache = None
-        if args.data == "cache":
-            cache = work / f"cache-{Path(config).stem}-{args.frames}x{args.size[0]}x{args.size[1]}"
-            if not cache.is_dir():
-                ns = argparse.Namespace(**{**vars(args), "config": Path(config), "precision": "bf16"})
-                build_cache(ns, work / "cache_build", overlay(ns, work / "cache_build", *assets, None), cache)
-        case_work = work / case.replace(":", "_")
-        jobs.append((case, case_work, start_case(args, case, case_work, assets, cache)))
-        if not args.parallel:
-            jobs[-1][2].wait()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_term)
+    jobs: list[tuple[str, Path, subprocess.Popen]] = []
     outcomes = []
-    for case, case_work, proc in jobs:
-        outcomes.append(finish_case(case, case_work, proc))
-        o = outcomes[-1]
-        print(f"  {o.case}: {o.steps} steps, last loss {o.last_loss:.4f}, overflow skipped {o.overflow}", flush=True)
+    try:
+        for case in args.cases:
+            config = args.config if args.tiny else CONFIGS[case.split(":")[0]]
+            assets = make_assets(config, work, args.clips, args.frames, args.size, n_clips=4)
+            cache = None
+            if args.data == "cache":
+                cache = work / f"cache-{Path(config).stem}-{args.frames}x{args.size[0]}x{args.size[1]}"
+                if not cache.is_dir():
+                    ns = argparse.Namespace(**{**vars(args), "config": Path(config), "precision": "bf16"})
+                    build_cache(ns, work / "cache_build", overlay(ns, work / "cache_build", *assets, None), cache)
+            case_work = work / case.replace(":", "_")
+            jobs.append((case, case_work, start_case(args, case, case_work, assets, cache)))
+            if not args.parallel:
+                jobs[-1][2].wait()
+        for case, case_work, proc in jobs:
+            outcomes.append(finish_case(case, case_work, proc))
+            o = outcomes[-1]
+            print(f"  {o.case}: {o.steps} steps, last loss {o.last_loss:.4f}, overflow skipped {o.overflow}", flush=True)
+    finally:  # a timeout or failure must not leave training runs holding the GPU
+        for _, _, proc in jobs:
+            if proc.poll() is None:
+                proc.kill()
     if args.summary:
         args.summary.write_text(json.dumps([vars(o) for o in outcomes], indent=1))
 

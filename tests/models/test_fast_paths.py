@@ -246,6 +246,9 @@ def test_transformer_args_fp8_values():
         TransformerArgs.from_config({"fp8": True, "fp8_base_storage": True})
     with pytest.raises(ValueError, match="fp8_base_storage must be true or false"):
         TransformerArgs.from_config({"fp8_base_storage": "yes"})
+    # measured on an H100: compiled layers kept their MLP activations (53 GiB vs 12 GiB eager)
+    with pytest.raises(ValueError, match="fp8_base_storage with compile: true .* set compile: false"):
+        TransformerArgs.from_config({"fp8_base_storage": True, "compile": True})
 
 
 def test_fp8_is_refused_on_the_official_parity_path():
