@@ -5,8 +5,8 @@ fitted to them.
 
 Writes OUT_DIR/t5 (a T5 encoder with d_model 32 and a tokenizer trained on the spot),
 OUT_DIR/data and OUT_DIR/data_lora (the base and LoRA stages' 9-frame 64x96 clips in the official
-layout: videos/ + labels/), OUT_DIR/vae/3d-vae.pt (the demo VAE fitted to those clips for about a
-minute of CPU time, in the released file format; its reconstruction PSNR is printed),
+layout: videos/ + labels/), OUT_DIR/vae/3d-vae.pt (the demo VAE fitted to those clips in about two
+minutes of CPU time, in the released file format; its reconstruction PSNR is printed),
 OUT_DIR/prompts.txt (every caption) and OUT_DIR/paths.yaml (an extra --base file pointing the demo
 configs at that VAE and its latent scale factor). The configs in configs/demo/ point at
 OUT_DIR=demo_assets. What each clip shows: cogvideox_sat/demo/assets.py.
@@ -28,7 +28,7 @@ from cogvideox_sat.demo.assets import make_demo_assets  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", nargs="?", default="demo_assets")
-    parser.add_argument("--vae-steps", type=int, default=700, help="optimizer steps fitting the demo VAE")
+    parser.add_argument("--vae-steps", type=int, default=430, help="optimizer steps fitting the demo VAE (the first 70%% on single frames)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:

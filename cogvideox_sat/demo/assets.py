@@ -57,7 +57,7 @@ def make_demo_vae(out: Path, vae_steps: int, seed: int = 0) -> VaeFitReport:
     return report
 
 
-def make_demo_assets(out: str | Path, vae_steps: int = 700) -> dict[str, Any]:
+def make_demo_assets(out: str | Path, vae_steps: int = 430) -> dict[str, Any]:
     """Write every demo asset under `out` (see the module docstring); returns a summary."""
     out = Path(out)
     start = time.perf_counter()

@@ -38,6 +38,7 @@ def test_dp_and_resume_on_another_count(tmp_path: Path, capsys: pytest.CaptureFi
 
     straight, resumed = module.main(["resume", "--tiny", "--work", str(tmp_path)])
     assert "written by 2 processes, resuming on 1" in resumed.output
+    assert "(no_load_rng or another process count: random streams reseeded)" in resumed.output
     assert (resumed.run_dir / "universal" / "2" / ".complete").is_file()
     assert sorted(resumed.losses) == [1, 2, 3] and resumed.losses[1] == straight.losses[1]
     assert 0 < resumed.losses[3] < 2 * straight.losses[3]  # trains on from the restored state
