@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     args.checkpoint_activations, args.compile = "true", False
     args.config = REPO / "configs/demo/tiny_t2v_lora.yaml"
     if args.tiny:
-        args.steps, args.frames, args.size, args.cases = 4, 9, [64, 96], ["2b_lora:bf16"]
+        args.steps, args.frames, args.size, args.cases = 4, 5, [32, 64], ["2b_lora:bf16"]  # bf16 convolutions are emulated on most CPUs
     work = args.work or Path(tempfile.mkdtemp(prefix="precision_run_"))
 
     if threading.current_thread() is threading.main_thread():

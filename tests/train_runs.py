@@ -23,6 +23,22 @@ def make_demo_assets(root: Path) -> Path:
     return root
 
 
+def random_base_run(folder: Path, model: str = "tiny_t2v.yaml", seed: int = 0) -> Path:
+    """A run folder (`latest` + `1/mp_rank_00_model_states.pt`) holding the freshly initialized DiT
+    of configs/demo/`model`: a base for `--load`, without a training launch (~15 s each on CPU)."""
+    import torch
+
+    from cogvideox_sat.config import load_configs
+    from cogvideox_sat.registry import instantiate_from_config
+
+    torch.manual_seed(seed)
+    dit = instantiate_from_config(load_configs([REPO / "configs/demo" / model]).section("model")["network_config"])
+    (folder / "1").mkdir(parents=True)
+    torch.save({"module": {f"model.diffusion_model.{k}": v for k, v in dit.state_dict().items()}}, folder / "1" / "mp_rank_00_model_states.pt")
+    (folder / "latest").write_text("1")
+    return folder
+
+
 def make_still_folder(root: Path, n: int = 4, height: int = 64, width: int = 96, seed: int = 100, ext: str = "png") -> list[tuple[Path, str]]:
     """An official-layout folder of `n` still images (`images/<stem>.<ext>` + `labels/<stem>.txt`),
     each the first frame of a demo clip recipe (seeds `seed`, `seed + 1`, ...); returns [(image, caption)]."""

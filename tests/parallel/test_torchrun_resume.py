@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.train_runs import demo_overlay, losses, make_demo_assets, run_dir_of, train_command
+from tests.train_runs import demo_overlay, losses, make_demo_assets, random_base_run, run_dir_of, train_command
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from multi_gpu_train import rewind  # noqa: E402  (one copy: the benchmark's resume mode uses it too)
 
-pytestmark = pytest.mark.slow  # ~50 s on 2 cores: three launches
+pytestmark = pytest.mark.slow  # ~40 s on 2 cores: two 2-process launches
 
 N, SAVE_AT = 4, 2
 
@@ -38,17 +38,15 @@ def overlay(assets: Path, save: Path, **args) -> dict:
     return cfg
 
 
-def launch(tmp: Path, processes: int, extra: dict, *flags: str, model: str = "tiny_t2v_lora.yaml") -> str:
-    cmd, env = train_command(tmp, model, extra, *flags, processes=processes)
+def launch(tmp: Path, processes: int, extra: dict, *flags: str) -> str:
+    cmd, env = train_command(tmp, "tiny_t2v_lora.yaml", extra, *flags, processes=processes)
     proc = subprocess.run(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:]
     return proc.stdout
 
 
 def test_multi_process_resume_on_the_same_count(assets: Path, tmp_path: Path) -> None:
-    # a base model (one step of the full tiny model) that the LoRA runs load
-    launch(tmp_path, 1, overlay(assets, tmp_path / "base", train_iters=1, save_interval=1), model="tiny_t2v.yaml")
-    base = {"mode": "finetune", "load": str(run_dir_of(tmp_path / "base"))}
+    base = {"mode": "finetune", "load": str(random_base_run(tmp_path / "base"))}  # the frozen base the LoRA runs load
 
     straight = tmp_path / "straight"
     launch(tmp_path, 2, overlay(assets, straight, **base))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cogvideox_sat.io import read_module_state, resolve_checkpoint_file
-from tests.train_runs import demo_overlay, losses, make_demo_assets, run_dir_of, train_command
+from tests.train_runs import demo_overlay, losses, make_demo_assets, random_base_run, run_dir_of, train_command
 
 pytestmark = pytest.mark.slow  # three short train_video.py runs
 
@@ -31,7 +31,7 @@ def adapters(run: Path) -> dict:
 
 def test_lora_load_continues_the_adapters_of_a_lora_run(tmp_path: Path) -> None:
     assets = make_demo_assets(tmp_path / "assets")
-    base = train(tmp_path, assets, "tiny_t2v.yaml", tmp_path / "base", train_iters=2)
+    base = random_base_run(tmp_path / "base")
     first = train(tmp_path, assets, "tiny_t2v_lora.yaml", tmp_path / "lora1", "--mode", "finetune", "--load", str(base), train_iters=6)
     trained = adapters(first)
     assert any(v.abs().sum() > 0 for k, v in trained.items() if "matrix_B" in k)  # B left zero init: it trained
