@@ -1,12 +1,13 @@
 """EMA as SAT's FusedEmaAdam keeps it: the decay schedule, config errors before anything loads, and
-a stopped-and-resumed run whose EMA equals an uninterrupted run's bit for bit (train_video.py, fp32 CPU).
+the EMA weights reaching sampling and the tools.
 
-ZeRO-1/2/3 partitioning of the shadow is tested in tests/parallel/test_ema_zero.py.
+A killed-and-resumed run whose EMA equals an uninterrupted run's bit for bit (train_video.py, fp32
+CPU): tests/training/test_faults_runs.py. ZeRO-1/2/3 partitioning of the shadow:
+tests/parallel/test_ema_zero.py.
 """
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,7 @@ import pytest
 import torch
 
 from cogvideox_sat.training.ema import EmaSettings, WeightEma, adam_params
-from cogvideox_sat.training.metrics import read_metrics
 from tests.config.helpers import messages, run_with
-from tests.train_runs import demo_overlay, make_demo_assets, run_dir_of, train_command
 
 EMA_OPTIMIZER = {"type": "sat.ops.FusedEmaAdam", "params": {"lr": 0.001, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 1e-4, "torch_adam": True}}
 
@@ -74,42 +73,6 @@ def test_fused_ema_adam_config_is_valid(tmp_path: Path) -> None:
     opt = {**EMA_OPTIMIZER, "params": {**EMA_OPTIMIZER["params"], "ema_decay": 0.999}}
     run = run_with(tmp_path, {"deepspeed": {"optimizer": opt}})
     assert run.ok, [p.render() for p in run.errors]
-
-
-# ---- end to end: stop at a checkpoint, resume, compare with an uninterrupted run ---------------
-def _train(tmp: Path, assets: Path, save: Path, *flags: str, **args) -> str:
-    overlay = demo_overlay(assets, save, train_iters=4, save_interval=2, **args)
-    overlay["deepspeed"] = {"optimizer": {**EMA_OPTIMIZER, "params": {**EMA_OPTIMIZER["params"], "ema_decay": 0.7}}}
-    cmd, env = train_command(tmp, "tiny_t2v_lora.yaml", overlay, *flags)
-    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
-
-
-def _states(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-@pytest.mark.slow
-def test_resumed_run_has_the_uninterrupted_runs_ema_bit_for_bit(tmp_path: Path) -> None:
-    assets = make_demo_assets(tmp_path / "assets")
-    _train(tmp_path, assets, tmp_path / "straight")
-    straight = run_dir_of(tmp_path / "straight")
-    assert (straight / "latest").read_text().strip() == "4"  # `latest` names the weights, not the EMA
-    weights, ema = _states(straight / "4" / "mp_rank_00_model_states.pt"), _states(straight / "4-ema" / "mp_rank_00_model_states.pt")
-    assert set(ema["module"]) == set(weights["module"]) and ema["ema"]["num_updates"] == 4
-    assert any(not torch.equal(ema["module"][k].float(), weights["module"][k].float()) for k in weights["module"] if ".matrix_" in k)
-    assert read_metrics(straight)[-1]["ema_updates"] == 4
-
-    _train(tmp_path, assets, tmp_path / "stopped", exit_interval=2)
-    stopped = run_dir_of(tmp_path / "stopped")
-    assert (stopped / "latest").read_text().strip() == "2" and not (stopped / "4-ema").exists()
-    out = _train(tmp_path, assets, tmp_path / "stopped", "--resume", str(stopped))
-    assert "resumed from" in out
-    resumed = _states(stopped / "4-ema" / "mp_rank_00_model_states.pt")
-    assert resumed["ema"]["num_updates"] == 4
-    for key, value in ema["module"].items():
-        assert torch.equal(resumed["module"][key], value), key
 
 
 # ---- the EMA weights reach sampling and the tools ---------------------------------------------

@@ -1,10 +1,14 @@
-"""Faults through the real launcher (train_video.py on the CPU demo model, LoRA, ZeRO-1):
+"""Faults through the real launcher (train_video.py on the CPU demo model, LoRA, ZeRO-1, fp32,
+FusedEmaAdam), each compared with one uninterrupted run (the module's `straight` fixture):
 
+- SIGKILL mid-run: `latest` names the last complete checkpoint and `--resume` reproduces every
+  later loss and the final EMA bit for bit (so the shadow and its step count were restored);
 - SIGTERM to the whole process group (as SLURM sends it; the data-loader worker gets it too) at a
   random step: the run saves that step, exits with 75, and `--resume` reproduces every later loss;
 - the newest checkpoint cut short: `--resume` names the file, falls back to the one before and
   reproduces every later loss;
-- SIGUSR1 to one of two torchrun (gloo) workers: both save the same step, no hang, resume equal.
+- SIGUSR1 to one of two torchrun (gloo) workers: both save the same step, no hang, the resume
+  goes on from it.
 """
 
 from __future__ import annotations
@@ -18,13 +22,18 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
+from cogvideox_sat.training.metrics import read_metrics
 from cogvideox_sat.training.preemption import EXIT_SAVED_ON_SIGNAL
 from tests.train_runs import demo_overlay, losses, make_demo_assets, run_dir_of, train_command
 
 pytestmark = pytest.mark.slow
 
 N = 10
+# SAT's FusedEmaAdam (torch's Adam on CPU) with a short EMA horizon, so the shadow differs from the weights
+EMA_OPTIMIZER = {"type": "sat.ops.FusedEmaAdam",
+                 "params": {"lr": 0.001, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 1e-4, "torch_adam": True, "ema_decay": 0.7}}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +42,9 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def overlay(assets: Path, save: Path, **args) -> dict:
-    return demo_overlay(assets, save, **{"train_iters": N, "save_interval": 4, "num_workers": 1, **args})
+    cfg = demo_overlay(assets, save, **{"train_iters": N, "save_interval": 4, "num_workers": 1, **args})
+    cfg["deepspeed"] = {"optimizer": EMA_OPTIMIZER}
+    return cfg
 
 
 def launch(tmp: Path, extra: dict, *flags: str, processes: int = 1) -> subprocess.Popen:
@@ -65,6 +76,50 @@ def straight(assets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = run_dir_of(tmp / "save")
     assert sorted(losses(run)) == list(range(1, N + 1))
     return run
+
+
+def _module(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["module"]
+
+
+def _ema(path: Path) -> tuple[dict[str, torch.Tensor], int]:
+    states = torch.load(path, map_location="cpu", weights_only=False)
+    return states["module"], states["ema"]["num_updates"]
+
+
+def test_uninterrupted_run_saves_the_ema_beside_the_weights(straight: Path) -> None:
+    assert (straight / "latest").read_text().strip() == str(N)  # `latest` names the weights, not the EMA
+    weights = _module(straight / str(N) / "mp_rank_00_model_states.pt")
+    ema, updates = _ema(straight / f"{N}-ema" / "mp_rank_00_model_states.pt")
+    assert set(ema) == set(weights) and updates == N
+    assert any(not torch.equal(ema[k].float(), weights[k].float()) for k in weights if ".matrix_" in k)
+    assert read_metrics(straight)[-1]["ema_updates"] == N
+    assert {"iteration", "loss", "lr", "step_s"} <= set(read_metrics(straight)[0])
+
+
+def test_sigkill_and_resume_reproduce_every_loss_and_the_ema(assets: Path, straight: Path, tmp_path: Path) -> None:
+    proc = launch(tmp_path, overlay(assets, tmp_path / "save"))
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # kill once a checkpoint exists and a step after it ran
+        runs = [p for p in (tmp_path / "save").iterdir() if p.is_dir()] if (tmp_path / "save").exists() else []
+        if runs and (runs[0] / "latest").is_file() and max(losses(runs[0]) or [0]) > int((runs[0] / "latest").read_text()):
+            break
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run = run_dir_of(tmp_path / "save")
+    saved = int((run / "latest").read_text())
+    assert saved in (4, 8) and max(losses(run)) < N, "the killed run must not have finished"
+
+    out = finish(launch(tmp_path, overlay(assets, tmp_path / "save"), "--resume", str(run)))
+    assert f"resumed from {run} at iteration {saved}" in out
+    assert losses(run) == losses(straight)  # bit-exact: same data, noise, LR and optimizer state
+    ema, updates = _ema(run / f"{N}-ema" / "mp_rank_00_model_states.pt")
+    expected, expected_updates = _ema(straight / f"{N}-ema" / "mp_rank_00_model_states.pt")
+    assert updates == expected_updates == N
+    for key, value in expected.items():
+        assert torch.equal(ema[key], value), key
 
 
 def test_sigterm_saves_that_step_and_resume_is_exact(assets: Path, straight: Path, tmp_path: Path) -> None:
