@@ -33,8 +33,15 @@ def random_base_run(folder: Path, model: str = "tiny_t2v.yaml", seed: int = 0) -
 
     torch.manual_seed(seed)
     dit = instantiate_from_config(load_configs([REPO / "configs/demo" / model]).section("model")["network_config"])
+    return save_dit_run(folder, dit.state_dict())
+
+
+def save_dit_run(folder: Path, state: dict) -> Path:
+    """DiT tensors as a run folder of ours (`latest` + `1/mp_rank_00_model_states.pt`)."""
+    import torch
+
     (folder / "1").mkdir(parents=True)
-    torch.save({"module": {f"model.diffusion_model.{k}": v for k, v in dit.state_dict().items()}}, folder / "1" / "mp_rank_00_model_states.pt")
+    torch.save({"module": {f"model.diffusion_model.{k}": v for k, v in state.items()}}, folder / "1" / "mp_rank_00_model_states.pt")
     (folder / "latest").write_text("1")
     return folder
 

@@ -23,6 +23,7 @@ from cogvideox_sat.engine import SATVideoDiffusionEngine
 from cogvideox_sat.sampling.generate import draw_latents, prompt_inputs
 from cogvideox_sat.sampling.weights import load_sampling_weights, merge_lora_weights
 from cogvideox_sat.training.weights import load_transformer
+from tests.train_runs import save_dit_run
 
 pytestmark = pytest.mark.slow  # ~25 s: 2,100 tiny training steps and 5 sampled clips
 
@@ -133,18 +134,10 @@ def test_sampling_a_trained_caption_lands_nearest_its_own_clip(trained_base) -> 
         assert distances[i] < 0.12 * min(others), (caption, distances)
 
 
-def save_run(folder: Path, state: dict[str, torch.Tensor]) -> Path:
-    """DiT tensors as a run folder of ours (`latest` + `1/mp_rank_00_model_states.pt`)."""
-    (folder / "1").mkdir(parents=True)
-    (folder / "latest").write_text("1")
-    torch.save({"module": {f"model.diffusion_model.{k}": v for k, v in state.items()}}, folder / "1" / "mp_rank_00_model_states.pt")
-    return folder
-
-
 def test_lora_stage_trains_only_adapters_and_learns_a_new_clip(trained_base, t5_dir, tmp_path) -> None:
     base, clips = trained_base
     # the base run's weights, loaded into the LoRA model by the training loader
-    base_run = save_run(tmp_path / "base", base.model.diffusion_model.state_dict())
+    base_run = save_dit_run(tmp_path / "base", base.model.diffusion_model.state_dict())
     engine = engine_for("tiny_t2v_lora", t5_dir)
     report = load_transformer(engine, base_run)
     assert report.ok and all("matrix_" in k for k in report.kept), report.summary()
@@ -169,7 +162,7 @@ def test_lora_stage_trains_only_adapters_and_learns_a_new_clip(trained_base, t5_
     # as sample_video.py --load BASE --lora-load LORA sees it (adapters saved alone, as a LoRA run
     # saves them), then with --lora-merge: the same sample
     dit = engine.model.diffusion_model.state_dict()
-    lora_run = save_run(tmp_path / "lora", {k: v for k, v in dit.items() if "matrix_" in k})
+    lora_run = save_dit_run(tmp_path / "lora", {k: v for k, v in dit.items() if "matrix_" in k})
     fresh = engine_for("tiny_t2v_lora", t5_dir)
     load_sampling_weights(fresh, base_run, lora_run)
     fresh.eval()
