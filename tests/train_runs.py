@@ -12,6 +12,9 @@ import yaml
 from cogvideox_sat.training.metrics import losses_by_iteration, read_metrics
 from tests.conftest import REPO
 
+# SAT's FusedEmaAdam as the official sft.yaml names it (torch's Adam on CPU); add params.ema_decay
+EMA_OPTIMIZER = {"type": "sat.ops.FusedEmaAdam", "params": {"lr": 0.001, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 1e-4, "torch_adam": True}}
+
 
 def make_demo_assets(root: Path) -> Path:
     """A tiny T5 (`root/t5`) and six 9x64x96 clips (`root/data`)."""

@@ -16,8 +16,8 @@ import torch
 
 from cogvideox_sat.training.ema import EmaSettings, WeightEma, adam_params
 from tests.config.helpers import messages, run_with
+from tests.train_runs import EMA_OPTIMIZER
 
-EMA_OPTIMIZER = {"type": "sat.ops.FusedEmaAdam", "params": {"lr": 0.001, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 1e-4, "torch_adam": True}}
 
 
 def test_decay_warms_up_like_fused_ema_adam() -> None:
