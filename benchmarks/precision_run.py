@@ -94,13 +94,22 @@ def all_finite(path: Path) -> bool:
     return bool(module) and all(torch.isfinite(v).all() for v in module.values() if v.is_floating_point())
 
 
+def parse_case(case: str) -> tuple[str, str, int]:
+    """`<model>:<precision>[+store8][@seed]` -> (model, precision, seed); the seed defaults to 1."""
+    spec, _, seed = case.partition("@")
+    name, _, precision = spec.partition(":")
+    if name not in CONFIGS or not precision:
+        raise SystemExit(f"case {case!r}: expected <{'|'.join(CONFIGS)}>:<fp16|bf16>[+store8][@seed]")
+    return name, precision, int(seed or 1)
+
+
 def start_case(args: argparse.Namespace, case: str, work: Path, assets: tuple[Path, Path, Path], cache: Path | None) -> subprocess.Popen:
     """Launch one case's train_video.py run (output in `work`/train.log)."""
-    name, precision = case.split(":")
+    name, precision, seed = parse_case(case)
     work.mkdir(parents=True, exist_ok=True)
     (work / "overlay.yaml").write_text(yaml.safe_dump(case_overlay(args, name, precision, work, *assets, cache=cache)))
     config = args.config if args.tiny else CONFIGS[name]
-    cmd = [sys.executable, str(REPO / "train_video.py"), "--base", str(config), str(work / "overlay.yaml"), "--seed", "1"]
+    cmd = [sys.executable, str(REPO / "train_video.py"), "--base", str(config), str(work / "overlay.yaml"), "--seed", str(seed)]
     log = (work / "train.log").open("w")
     return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -130,7 +139,8 @@ def _exit_on_term(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> list[Outcome]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["2b_lora:fp16", "2b_lora:bf16", "2b_sft:fp16", "2b_sft:bf16"],
-                        help="<2b_lora|2b_sft|5b_lora>:<fp16|bf16>[+store8] (each one train_video.py run; +store8: fp8_base_storage)")
+                        help="<2b_lora|2b_sft|5b_lora>:<fp16|bf16>[+store8][@seed] (each one train_video.py run; +store8: fp8_base_storage; "
+                             "@seed: the run's --seed, default 1: same seed = same noise, timesteps and data order)")
     parser.add_argument("--checkpoint-mode", choices=["full", "selective"], default="full",
                         help="selective keeps the attention outputs (same numbers as full, fewer recomputed FLOPs)")
     parser.add_argument("--steps", type=int, default=300)
@@ -159,7 +169,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     outcomes = []
     try:
         for case in args.cases:
-            config = args.config if args.tiny else CONFIGS[case.split(":")[0]]
+            config = args.config if args.tiny else CONFIGS[parse_case(case)[0]]
             assets = make_assets(config, work, args.clips, args.frames, args.size, n_clips=4)
             cache = None
             if args.data == "cache":
@@ -167,7 +177,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                 if not cache.is_dir():
                     ns = argparse.Namespace(**{**vars(args), "config": Path(config), "precision": "bf16"})
                     build_cache(ns, work / "cache_build", overlay(ns, work / "cache_build", *assets, None), cache)
-            case_work = work / case.replace(":", "_")
+            case_work = work / case.replace(":", "_").replace("@", "_seed")
             jobs.append((case, case_work, start_case(args, case, case_work, assets, cache)))
             if not args.parallel:
                 jobs[-1][2].wait()
