@@ -1,7 +1,8 @@
-"""fp16 / bf16 training of the 2B model at 49x480x720 through train_video.py: numbers that stay finite.
+"""fp16 / bf16 training of the 2B (and 5B LoRA) model through train_video.py: numbers that stay finite.
 
-For each case (2B LoRA and 2B full fine-tune, fp16 and/or bf16), one train_video.py run on
-generated clips (the demo clips at the training size), random weights, ZeRO-2, the official
+For each case (2B LoRA, 2B full fine-tune, 5B LoRA; fp16 or bf16; optionally FP8 base storage and
+another seed), one train_video.py run on generated clips (the demo clips at the training size),
+random weights, ZeRO-2, the official
 optimizer `sat.ops.FusedEmaAdam` (AdamW + our EMA) and the official dynamic loss scaling for fp16
 (`loss_scale: 0`, window 400, hysteresis 2, min 1, placed under `deepspeed.fp16` where DeepSpeed
 reads them). Reported per run: losses finite, the last loss, loss scale (first / last / lowest),
@@ -11,6 +12,7 @@ helpers.
 
     python benchmarks/precision_run.py --cases 2b_lora:fp16 2b_lora:bf16 --steps 300
     python benchmarks/precision_run.py --cases 2b_sft:fp16 2b_sft:bf16 --steps 300
+    python benchmarks/precision_run.py --cases 5b_lora:bf16 5b_lora:bf16+store8 5b_lora:bf16@2 --steps 100 --frames 13
     python benchmarks/precision_run.py --tiny   # CPU smoke run (bf16 / fp32 only: DeepSpeed has no CPU fp16)
 
 `--data cache` encodes the clips once (tools/build_latent_cache.py) and trains the transformer on
@@ -192,7 +194,8 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     if args.summary:
         args.summary.write_text(json.dumps([vars(o) for o in outcomes], indent=1))
 
-    print(f"\n2B, clip {args.frames}x{args.size[0]}x{args.size[1]}, ZeRO-{args.zero_stage}, FusedEmaAdam (ema_decay {args.ema_decay}), "
+    models = sorted({parse_case(c)[0] for c in args.cases}) if not args.tiny else ["demo LoRA"]
+    print(f"\n{', '.join(models)}, clip {args.frames}x{args.size[0]}x{args.size[1]}, ZeRO-{args.zero_stage}, FusedEmaAdam (ema_decay {args.ema_decay}), "
           f"{args.steps} steps, generated clips, random weights")
     header = (f"{'case':<14} {'steps':>5} {'loss finite':>11} {'loss first/last 20':>19} {'scale first/last/min':>24} {'overflow':>8} "
               f"{'EMA upd':>7} {'weights ok':>10} {'EMA ok':>6} {'step s':>7} {'peak GiB':>8}")
