@@ -51,6 +51,7 @@ from cogvideox_sat.training.metrics import read_metrics  # noqa: E402
 CONFIGS = {"2b_lora": REPO / "configs/cogvideox_2b_lora.yaml", "2b_sft": REPO / "configs/cogvideox_2b.yaml",
            "5b_lora": REPO / "configs/cogvideox_5b_lora.yaml"}
 LR = {"2b_lora": 1e-3, "2b_sft": 1e-5, "5b_lora": 1e-3}  # the official sft.yaml's advice for LoRA and full fine-tuning
+FP8_RECIPES = {"fp8": "tensorwise", "fp8row": "rowwise"}  # case variant -> transformer_args.fp8
 OFFICIAL_FP16 = {"loss_scale": 0, "loss_scale_window": 400, "hysteresis": 2, "min_loss_scale": 1}
 
 
@@ -68,6 +69,7 @@ class Outcome:
     losses: list[float]
     step_s: float
     peak_gib: float
+    sample: str | None = None  # contact sheet of the last iteration's validation sample (--sample)
 
 
 def case_overlay(args: argparse.Namespace, name: str, precision: str, work: Path, clips: Path, t5: Path, vae: Path,
@@ -75,11 +77,16 @@ def case_overlay(args: argparse.Namespace, name: str, precision: str, work: Path
     precision, _, variant = precision.partition("+")
     ns = argparse.Namespace(**{**vars(args), "config": CONFIGS[name] if not args.tiny else args.config, "precision": precision})
     cfg = overlay(ns, work, clips, t5, vae, cache)
+    transformer_args = cfg["model"]["network_config"]["params"]["transformer_args"]
     if variant == "store8":  # FP8 storage of the frozen base (LoRA only)
-        cfg["model"]["network_config"]["params"]["transformer_args"]["fp8_base_storage"] = True
+        transformer_args["fp8_base_storage"] = True
+    elif variant in FP8_RECIPES:  # FP8 projection matmuls (torchao)
+        transformer_args["fp8"] = FP8_RECIPES[variant]
     elif variant:
-        raise SystemExit(f"case variant +{variant}: the only variant is +store8")
+        raise SystemExit(f"case variant +{variant}: the variants are +store8, {', '.join('+' + v for v in FP8_RECIPES)}")
     cfg["args"]["save_interval"] = args.steps  # one checkpoint (weights + EMA) at the end, checked for NaN
+    if args.sample:  # one validation sample at the last step: seed args.seed + 0, the first clip's caption
+        cfg["args"].update({"eval_interval": args.steps, "eval_iters": 1, "eval_batch_size": 1, "valid_data": [str(clips)]})
     ds = cfg["deepspeed"]
     ds["optimizer"] = {"type": "sat.ops.FusedEmaAdam",
                        "params": {"lr": LR[name], "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 1e-4, "ema_decay": args.ema_decay}}
@@ -97,11 +104,11 @@ def all_finite(path: Path) -> bool:
 
 
 def parse_case(case: str) -> tuple[str, str, int]:
-    """`<model>:<precision>[+store8][@seed]` -> (model, precision, seed); the seed defaults to 1."""
+    """`<model>:<precision>[+variant][@seed]` -> (model, precision, seed); the seed defaults to 1."""
     spec, _, seed = case.partition("@")
     name, _, precision = spec.partition(":")
     if name not in CONFIGS or not precision:
-        raise SystemExit(f"case {case!r}: expected <{'|'.join(CONFIGS)}>:<fp16|bf16>[+store8][@seed]")
+        raise SystemExit(f"case {case!r}: expected <{'|'.join(CONFIGS)}>:<fp16|bf16>[+store8|+fp8|+fp8row][@seed]")
     return name, precision, int(seed or 1)
 
 
@@ -125,13 +132,27 @@ def finish_case(case: str, work: Path, proc: subprocess.Popen) -> Outcome:
     last = records[-1]
     tag = (run_dir / "latest").read_text().strip()
     steps = [r["step_s"] for r in records[3:] if "step_s" in r]
+    sheets = sorted((run_dir / "samples" / f"iter_{int(tag):06d}").glob("*/0/000000.png")) if tag.isdigit() else []
     return Outcome(
         case, len(records), all(math.isfinite(r["loss"]) for r in records), last["loss"],
         [r["loss_scale"] for r in records if "loss_scale" in r], int(last.get("overflow_skipped", 0)), int(last.get("ema_updates", 0)),
         all_finite(run_dir / tag / "mp_rank_00_model_states.pt"), all_finite(run_dir / f"{tag}-ema" / "mp_rank_00_model_states.pt"),
         [float(r["loss"]) for r in records], statistics.median(steps) if steps else float("nan"),
         max((r["max_mem_gib"] for r in records if "max_mem_gib" in r), default=float("nan")),
+        str(sheets[0]) if sheets else None,
     )
+
+
+def sample_psnr(sample: str | None, reference: str | None) -> float:
+    """PSNR (dB) of one validation contact sheet (all frames, uint8, lossless) against another."""
+    import numpy as np
+    from PIL import Image
+
+    if sample is None or reference is None:
+        return float("nan")
+    a, b = (np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) for p in (sample, reference))
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def _exit_on_term(signum: int, frame: object) -> None:
@@ -140,8 +161,9 @@ def _exit_on_term(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> list[Outcome]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="+", default=["2b_lora:fp16", "2b_lora:bf16", "2b_sft:fp16", "2b_sft:bf16"],
-                        help="<2b_lora|2b_sft|5b_lora>:<fp16|bf16>[+store8][@seed] (each one train_video.py run; +store8: fp8_base_storage; "
+    parser.add_argument("--cases", nargs="+", default=None,
+                        help="<2b_lora|2b_sft|5b_lora>:<fp16|bf16>[+store8|+fp8|+fp8row][@seed] (each one train_video.py run; +store8: "
+                             "fp8_base_storage; +fp8 / +fp8row: transformer_args.fp8 tensorwise / rowwise; "
                              "@seed: the run's --seed, default 1: same seed = same noise, timesteps and data order)")
     parser.add_argument("--checkpoint-mode", choices=["full", "selective"], default="full",
                         help="selective keeps the attention outputs (same numbers as full, fewer recomputed FLOPs)")
@@ -156,13 +178,19 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     parser.add_argument("--data", choices=["pixels", "cache"], default="pixels", help="cache: latents encoded once, DiT-only steps")
     parser.add_argument("--parallel", action="store_true", help="run the cases at the same time")
     parser.add_argument("--summary", type=Path, default=None, help="JSON file for per-step losses, scales, step times")
+    parser.add_argument("--compile", action="store_true", help="transformer_args.compile (what fp8 is meant to run with)")
+    parser.add_argument("--sample", action="store_true",
+                        help="each run draws one validation sample at its last step (same prompt and seed in every case); "
+                             "the table gives each sample's PSNR against the first case's")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of every case's loss curve, overlaid")
     parser.add_argument("--tiny", action="store_true", help="demo LoRA model on the CPU, 4 steps, bf16")
     args = parser.parse_args(argv)
-    # train_run.overlay's knobs: official checkpointing, no compile
-    args.checkpoint_activations, args.compile = "true", False
+    args.checkpoint_activations = "true"  # train_run.overlay's knob: official checkpointing
     args.config = REPO / "configs/demo/tiny_t2v_lora.yaml"
     if args.tiny:
-        args.steps, args.frames, args.size, args.cases = 4, 5, [32, 64], ["2b_lora:bf16"]  # bf16 convolutions are emulated on most CPUs
+        args.steps, args.frames, args.size = 4, 5, [32, 64]  # bf16 convolutions are emulated on most CPUs
+        args.cases = args.cases or ["2b_lora:bf16"]  # every case trains the demo LoRA model here
+    args.cases = args.cases or ["2b_lora:fp16", "2b_lora:bf16", "2b_sft:fp16", "2b_sft:bf16"]
     work = args.work or Path(tempfile.mkdtemp(prefix="precision_run_"))
 
     if threading.current_thread() is threading.main_thread():
@@ -193,19 +221,30 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                 proc.kill()
     if args.summary:
         args.summary.write_text(json.dumps([vars(o) for o in outcomes], indent=1))
+    if args.plot and outcomes:
+        from loss_plot import plot_losses
+
+        plot_losses({o.case: o.losses for o in outcomes}, args.plot, f"loss per step, {args.frames}x{args.size[0]}x{args.size[1]}, "
+                    f"bold: mean of the last 20 steps")
+        print(f"loss curves: {args.plot}")
 
     models = sorted({parse_case(c)[0] for c in args.cases}) if not args.tiny else ["demo LoRA"]
     print(f"\n{', '.join(models)}, clip {args.frames}x{args.size[0]}x{args.size[1]}, ZeRO-{args.zero_stage}, FusedEmaAdam (ema_decay {args.ema_decay}), "
           f"{args.steps} steps, generated clips, random weights")
     header = (f"{'case':<14} {'steps':>5} {'loss finite':>11} {'loss first/last 20':>19} {'scale first/last/min':>24} {'overflow':>8} "
-              f"{'EMA upd':>7} {'weights ok':>10} {'EMA ok':>6} {'step s':>7} {'peak GiB':>8}")
+              f"{'EMA upd':>7} {'weights ok':>10} {'EMA ok':>6} {'step s':>7} {'peak GiB':>8} {'last 50':>7}"
+              + (f" {'sample PSNR':>11}" if args.sample else ""))
     print_header(header)
     for o in outcomes:
         scale = f"{o.scales[0]:g}/{o.scales[-1]:g}/{min(o.scales):g}" if o.scales else "-"
         window = min(20, len(o.losses))
         trend = f"{statistics.fmean(o.losses[:window]):.4f}/{statistics.fmean(o.losses[-window:]):.4f}"
         print(f"{o.case:<14} {o.steps:>5} {str(o.finite):>11} {trend:>19} {scale:>24} {o.overflow:>8} {o.ema_updates:>7} "
-              f"{str(o.weights_finite):>10} {str(o.ema_finite):>6} {o.step_s:>7.3f} {o.peak_gib:>8.2f}")
+              f"{str(o.weights_finite):>10} {str(o.ema_finite):>6} {o.step_s:>7.3f} {o.peak_gib:>8.2f} {statistics.fmean(o.losses[-50:]):>7.4f}"
+              + (f" {sample_psnr(o.sample, outcomes[0].sample):>11.2f}" if args.sample else ""))
+    if args.sample:
+        print(f"sample PSNR: dB of each case's last validation sample (all frames) against {outcomes[0].case}'s "
+              f"(inf: identical); samples: {[o.sample for o in outcomes]}")
     failed = [o.case for o in outcomes if not (o.finite and o.weights_finite and o.ema_finite)]
     if failed:
         raise SystemExit(f"non-finite numbers in {failed}")

@@ -1,0 +1,65 @@
+"""benchmarks/precision_run.py's case names and sample PSNR, and benchmarks/loss_plot.py (no runs)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import loss_plot  # noqa: E402
+import precision_run  # noqa: E402
+
+
+def test_case_names_carry_model_precision_variant_and_seed() -> None:
+    assert precision_run.parse_case("5b_lora:bf16+store8") == ("5b_lora", "bf16+store8", 1)
+    assert precision_run.parse_case("2b_sft:bf16+fp8row@3") == ("2b_sft", "bf16+fp8row", 3)
+    with pytest.raises(SystemExit, match="expected"):
+        precision_run.parse_case("7b_lora:bf16")
+    with pytest.raises(SystemExit, match="expected"):
+        precision_run.parse_case("2b_lora")
+
+
+def test_variants_set_the_transformer_args_key(tmp_path: Path) -> None:
+    args = precision_run.argparse.Namespace(tiny=True, config=REPO / "configs/demo/tiny_t2v_lora.yaml", steps=4, frames=5, size=[32, 64],
+                                            checkpoint_activations="true", checkpoint_mode=None, compile=False, zero_stage=2,
+                                            num_workers=0, ema_decay=0.9, sample=True)
+    paths = (tmp_path / "clips", tmp_path / "t5", tmp_path / "vae.pt")
+
+    def block(precision: str) -> dict:
+        cfg = precision_run.case_overlay(args, "2b_lora", precision, tmp_path, *paths)
+        return cfg["model"]["network_config"]["params"]["transformer_args"]
+
+    assert block("bf16+fp8")["fp8"] == "tensorwise" and block("bf16+fp8row")["fp8"] == "rowwise"
+    assert block("bf16+store8")["fp8_base_storage"] is True and "fp8" not in block("bf16")
+    with pytest.raises(SystemExit, match=r"\+store8"):
+        block("bf16+fp4")
+    sampled = precision_run.case_overlay(args, "2b_lora", "bf16", tmp_path, *paths)["args"]
+    assert (sampled["eval_interval"], sampled["eval_batch_size"], sampled["valid_data"]) == (4, 1, [str(paths[0])])
+
+
+def test_sample_psnr_of_uint8_sheets(tmp_path: Path) -> None:
+    a = np.full((8, 8, 3), 100, np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 110  # mse = 100 / 192
+    Image.fromarray(a).save(tmp_path / "a.png")
+    Image.fromarray(b).save(tmp_path / "b.png")
+    expected = 10 * math.log10(255.0**2 / (100 / 192))
+    assert precision_run.sample_psnr(str(tmp_path / "b.png"), str(tmp_path / "a.png")) == pytest.approx(expected)
+    assert math.isnan(precision_run.sample_psnr(None, str(tmp_path / "a.png")))
+
+
+def test_loss_plot(tmp_path: Path) -> None:
+    assert loss_plot.moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert loss_plot.tail_means({"a": [9.0, 1.0, 3.0]}, 2) == {"a": 2.0}
+    path = loss_plot.plot_losses({"bf16": [3.0, 2.0, 1.5], "fp8": [3.1, 2.0, 1.4]}, tmp_path / "c.png", "title")
+    assert Image.open(path).size == (1000, 560)
+    with pytest.raises(ValueError, match="at least one"):
+        loss_plot.plot_losses({"bf16": []}, tmp_path / "d.png", "title")
