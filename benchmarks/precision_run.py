@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,8 @@ class Outcome:
     scales: list[float]
     overflow: int
     ema_updates: int
-    weights_finite: bool
-    ema_finite: bool
+    weights_finite: bool | None  # None: the run was stopped before its final checkpoint
+    ema_finite: bool | None
     losses: list[float]
     step_s: float
     peak_gib: float
@@ -123,24 +124,46 @@ def start_case(args: argparse.Namespace, case: str, work: Path, assets: tuple[Pa
     return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def finish_case(case: str, work: Path, proc: subprocess.Popen) -> Outcome:
-    if proc.wait() != 0:
+def wait_case(case: str, work: Path, proc: subprocess.Popen, deadline: float | None) -> bool:
+    """Wait for one run; False if `deadline` (time.monotonic) passed first and the run was stopped.
+    A run that fails on its own stops the whole benchmark with the end of its log."""
+    try:
+        proc.wait(timeout=None if deadline is None else max(deadline - time.monotonic(), 0.0))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        print(f"  {case}: stopped at the time budget (--budget-s); reporting the steps it logged", flush=True)
+        return False
+    if proc.returncode != 0:
         print((work / "train.log").read_text()[-6000:])
         raise SystemExit(f"{case}: train_video.py failed with exit code {proc.returncode} (log: {work / 'train.log'})")
-    (run_dir,) = [p for p in (work / "runs").iterdir() if p.is_dir()]
-    records = [r for r in read_metrics(run_dir) if "loss" in r]
-    last = records[-1]
-    tag = (run_dir / "latest").read_text().strip()
+    return True
+
+
+def read_outcome(case: str, work: Path, complete: bool) -> Outcome | None:
+    """The run's numbers from its metrics.jsonl; the final checkpoint and the validation sample
+    only if it completed (None if it logged no step)."""
+    runs = [p for p in (work / "runs").iterdir() if p.is_dir()] if (work / "runs").is_dir() else []
+    records = [r for r in read_metrics(runs[0]) if "loss" in r] if len(runs) == 1 else []
+    if not records:
+        return None
+    run_dir, last = runs[0], records[-1]
+    tag = (run_dir / "latest").read_text().strip() if complete else None
     steps = [r["step_s"] for r in records[3:] if "step_s" in r]
-    sheets = sorted((run_dir / "samples" / f"iter_{int(tag):06d}").glob("*/0/000000.png")) if tag.isdigit() else []
+    sheets = sorted((run_dir / "samples" / f"iter_{int(tag):06d}").glob("*/0/000000.png")) if tag and tag.isdigit() else []
     return Outcome(
         case, len(records), all(math.isfinite(r["loss"]) for r in records), last["loss"],
         [r["loss_scale"] for r in records if "loss_scale" in r], int(last.get("overflow_skipped", 0)), int(last.get("ema_updates", 0)),
-        all_finite(run_dir / tag / "mp_rank_00_model_states.pt"), all_finite(run_dir / f"{tag}-ema" / "mp_rank_00_model_states.pt"),
+        all_finite(run_dir / tag / "mp_rank_00_model_states.pt") if tag else None,
+        all_finite(run_dir / f"{tag}-ema" / "mp_rank_00_model_states.pt") if tag else None,
         [float(r["loss"]) for r in records], statistics.median(steps) if steps else float("nan"),
         max((r["max_mem_gib"] for r in records if "max_mem_gib" in r), default=float("nan")),
         str(sheets[0]) if sheets else None,
     )
+
+
+def _yes(flag: bool | None) -> str:
+    return "-" if flag is None else str(flag)
 
 
 def sample_psnr(sample: str | None, reference: str | None) -> float:
@@ -155,8 +178,12 @@ def sample_psnr(sample: str | None, reference: str | None) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+class Interrupted(Exception):
+    """SIGTERM (e.g. `timeout`): stop the runs, report what they logged, exit non-zero."""
+
+
 def _exit_on_term(signum: int, frame: object) -> None:
-    raise SystemExit(f"precision_run: signal {signum}")  # runs the finally that stops the training runs
+    raise Interrupted(f"precision_run: signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> list[Outcome]:
@@ -183,6 +210,9 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                         help="each run draws one validation sample at its last step (same prompt and seed in every case); "
                              "the table gives each sample's PSNR against the first case's")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of every case's loss curve, overlaid")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="stop the runs still training after this many seconds and report the steps they logged "
+                             "(their final checkpoint is then not checked); set it inside a machine's time limit")
     parser.add_argument("--tiny", action="store_true", help="demo LoRA model on the CPU, 4 steps, bf16")
     args = parser.parse_args(argv)
     args.checkpoint_activations = "true"  # train_run.overlay's knob: official checkpointing
@@ -195,8 +225,10 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_term)
+    deadline = None if args.budget_s is None else time.monotonic() + args.budget_s
     jobs: list[tuple[str, Path, subprocess.Popen]] = []
-    outcomes = []
+    done: dict[str, bool] = {}
+    interrupted: Interrupted | None = None
     try:
         for case in args.cases:
             config = args.config if args.tiny else CONFIGS[parse_case(case)[0]]
@@ -208,17 +240,24 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                     ns = argparse.Namespace(**{**vars(args), "config": Path(config), "precision": "bf16"})
                     build_cache(ns, work / "cache_build", overlay(ns, work / "cache_build", *assets, None), cache)
             case_work = work / case.replace(":", "_").replace("@", "_seed")
+            if deadline is not None and time.monotonic() >= deadline:
+                print(f"  {case}: not started (time budget spent)", flush=True)
+                continue
             jobs.append((case, case_work, start_case(args, case, case_work, assets, cache)))
             if not args.parallel:
-                jobs[-1][2].wait()
+                done[case] = wait_case(case, case_work, jobs[-1][2], deadline)
         for case, case_work, proc in jobs:
-            outcomes.append(finish_case(case, case_work, proc))
-            o = outcomes[-1]
-            print(f"  {o.case}: {o.steps} steps, last loss {o.last_loss:.4f}, overflow skipped {o.overflow}", flush=True)
+            if case not in done:
+                done[case] = wait_case(case, case_work, proc, deadline)
+    except Interrupted as signalled:
+        interrupted = signalled
     finally:  # a timeout or failure must not leave training runs holding the GPU
         for _, _, proc in jobs:
             if proc.poll() is None:
                 proc.kill()
+    outcomes = [o for case, case_work, _ in jobs if (o := read_outcome(case, case_work, done.get(case, False))) is not None]
+    for o in outcomes:
+        print(f"  {o.case}: {o.steps} steps, last loss {o.last_loss:.4f}, overflow skipped {o.overflow}", flush=True)
     if args.summary:
         args.summary.write_text(json.dumps([vars(o) for o in outcomes], indent=1))
     if args.plot and outcomes:
@@ -240,14 +279,18 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
         window = min(20, len(o.losses))
         trend = f"{statistics.fmean(o.losses[:window]):.4f}/{statistics.fmean(o.losses[-window:]):.4f}"
         print(f"{o.case:<14} {o.steps:>5} {str(o.finite):>11} {trend:>19} {scale:>24} {o.overflow:>8} {o.ema_updates:>7} "
-              f"{str(o.weights_finite):>10} {str(o.ema_finite):>6} {o.step_s:>7.3f} {o.peak_gib:>8.2f} {statistics.fmean(o.losses[-50:]):>7.4f}"
+              f"{_yes(o.weights_finite):>10} {_yes(o.ema_finite):>6} {o.step_s:>7.3f} {o.peak_gib:>8.2f} {statistics.fmean(o.losses[-50:]):>7.4f}"
               + (f" {sample_psnr(o.sample, outcomes[0].sample):>11.2f}" if args.sample else ""))
-    if args.sample:
+    if any(o.weights_finite is None for o in outcomes):
+        print("weights ok / EMA ok '-': the run was stopped before its final checkpoint, which was not checked")
+    if args.sample and outcomes:
         print(f"sample PSNR: dB of each case's last validation sample (all frames) against {outcomes[0].case}'s "
               f"(inf: identical); samples: {[o.sample for o in outcomes]}")
-    failed = [o.case for o in outcomes if not (o.finite and o.weights_finite and o.ema_finite)]
+    failed = [o.case for o in outcomes if False in (o.finite, o.weights_finite, o.ema_finite)]
     if failed:
         raise SystemExit(f"non-finite numbers in {failed}")
+    if interrupted is not None:
+        raise SystemExit(str(interrupted))
     return outcomes
 
 

@@ -63,3 +63,23 @@ def test_loss_plot(tmp_path: Path) -> None:
     assert Image.open(path).size == (1000, 560)
     with pytest.raises(ValueError, match="at least one"):
         loss_plot.plot_losses({"bf16": []}, tmp_path / "d.png", "title")
+
+
+def test_a_run_stopped_at_the_budget_reports_its_logged_steps(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import time
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    start = time.monotonic()
+    assert precision_run.wait_case("2b_sft:fp16", tmp_path, sleeper, deadline=start + 0.5) is False
+    assert sleeper.returncode is not None and time.monotonic() - start < 30
+
+    run = tmp_path / "runs" / "MyModel-1"
+    run.mkdir(parents=True)
+    rows = [{"iteration": i, "loss": 2.0 - 0.1 * i, "step_s": 1.25, "loss_scale": 65536.0, "overflow_skipped": 0, "ema_updates": i} for i in (1, 2, 3)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    outcome = precision_run.read_outcome("2b_sft:fp16", tmp_path, complete=False)
+    assert (outcome.steps, outcome.ema_updates, outcome.finite) == (3, 3, True)
+    assert outcome.weights_finite is None and outcome.ema_finite is None and outcome.sample is None
+    assert precision_run.read_outcome("2b_sft:fp16", tmp_path / "nothing", complete=False) is None
