@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -140,6 +141,12 @@ def wait_case(case: str, work: Path, proc: subprocess.Popen, deadline: float | N
     return True
 
 
+def completed_run(work: Path, steps: int) -> bool:
+    """Whether `work` holds one finished run of `steps` steps (its final checkpoint written)."""
+    runs = [p for p in (work / "runs").iterdir() if p.is_dir()] if (work / "runs").is_dir() else []
+    return len(runs) == 1 and (runs[0] / "latest").is_file() and sum("loss" in r for r in read_metrics(runs[0])) >= steps
+
+
 def read_outcome(case: str, work: Path, complete: bool) -> Outcome | None:
     """The run's numbers from its metrics.jsonl; the final checkpoint and the validation sample
     only if it completed (None if it logged no step)."""
@@ -210,6 +217,9 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                         help="each run draws one validation sample at its last step (same prompt and seed in every case); "
                              "the table gives each sample's PSNR against the first case's")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of every case's loss curve, overlaid")
+    parser.add_argument("--reuse", action="store_true",
+                        help="a case whose work folder holds a finished run of --steps steps is read, not run again "
+                             "(split cases over several device calls on one machine, then compare them in one table)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="stop the runs still training after this many seconds and report the steps they logged "
                              "(their final checkpoint is then not checked); set it inside a machine's time limit")
@@ -226,7 +236,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_term)
     deadline = None if args.budget_s is None else time.monotonic() + args.budget_s
-    jobs: list[tuple[str, Path, subprocess.Popen]] = []
+    jobs: list[tuple[str, Path, subprocess.Popen | None]] = []
     done: dict[str, bool] = {}
     interrupted: Interrupted | None = None
     try:
@@ -243,6 +253,12 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
             if deadline is not None and time.monotonic() >= deadline:
                 print(f"  {case}: not started (time budget spent)", flush=True)
                 continue
+            if args.reuse and completed_run(case_work, args.steps):
+                print(f"  {case}: reusing its finished run in {case_work}", flush=True)
+                jobs.append((case, case_work, None))
+                done[case] = True
+                continue
+            shutil.rmtree(case_work / "runs", ignore_errors=True)  # one run folder per case
             jobs.append((case, case_work, start_case(args, case, case_work, assets, cache)))
             if not args.parallel:
                 done[case] = wait_case(case, case_work, jobs[-1][2], deadline)
@@ -253,7 +269,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
         interrupted = signalled
     finally:  # a timeout or failure must not leave training runs holding the GPU
         for _, _, proc in jobs:
-            if proc.poll() is None:
+            if proc is not None and proc.poll() is None:
                 proc.kill()
     outcomes = [o for case, case_work, _ in jobs if (o := read_outcome(case, case_work, done.get(case, False))) is not None]
     for o in outcomes:

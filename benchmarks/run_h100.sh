@@ -10,10 +10,14 @@
 #   bash benchmarks/run_h100.sh ckpt     # checkpoint save cost: 2B LoRA, DeepSpeed write vs manifest + fsync
 #   bash benchmarks/run_h100.sh sft      # full fine-tuning under ZeRO-2 with the optimizer: 2B, 5B (CPU offload) vs diffusers
 #   bash benchmarks/run_h100.sh mixed    # 2B LoRA r128 step on a batch of 480x720 stills and on a 49x480x720 clip
+#   bash benchmarks/run_h100.sh precision  # fp16/bf16 through train_video.py (README "fp16 and bf16 numbers"); PRECISION picks:
+#       sft16 | sft_bf16: 2B full fine-tune, 200 steps (~7 min each: setup, 1.26 s a step, the ~30 GB final save)
+#       lora: 2B LoRA fp16 + bf16 side by side, 200 steps; store8: 5B LoRA bf16 vs FP8 base storage (+ seed 2), 100 steps
+#       fp8_lora | fp8_sft: bf16 vs FP8 matmuls, 300 steps, compiled, one validation sample each, loss curves in $OUT
 # Output goes to stdout and, when OUT is set, to $OUT/<section>.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-section=${1:?section: dit|vae|train|sample|speed|sft|roofline|profile|ckpt|mixed|gputests}
+section=${1:?section: dit|vae|train|sample|speed|sft|roofline|profile|ckpt|mixed|precision|gputests}
 log=${OUT:+$OUT/$section.log}
 run() { echo "+ $*"; timeout "${STEP_TIMEOUT:-540}" "$@"; echo "exit $?"; }
 {
@@ -60,6 +64,20 @@ case "$section" in
     # SFT_ONLY=2b or 5b runs one line (one 10-minute device call each); SFT_ARGS adds options.
     case "${SFT_ONLY:-both}" in 2b|both) run python3 benchmarks/sft_vs_diffusers.py --models 2b-full ${SFT_ARGS:-} ;; esac
     case "${SFT_ONLY:-both}" in 5b|both) run python3 benchmarks/sft_vs_diffusers.py --models 5b-full --offload ${SFT_ARGS:-} ;; esac ;;
+  precision)
+    # runs stop at PRECISION_BUDGET_S and still print the steps they logged; --reuse: calling the same section again on the
+    # same warm machine keeps the finished cases and runs the rest (fp8_* need two calls); clips: CLIPS (generated if absent)
+    pr() { run python3 benchmarks/precision_run.py --data cache --checkpoint-mode selective --budget-s "${PRECISION_BUDGET_S:-520}" --reuse \
+      ${CLIPS:+--clips "$CLIPS"} --work "${PRECISION_WORK:-/root/precision}" --summary "${OUT:-/tmp}/precision-$PRECISION.json" "$@"; }
+    case "${PRECISION:?PRECISION: sft16|sft_bf16|lora|store8|fp8_lora|fp8_sft}" in
+      sft16) pr --cases 2b_sft:fp16 --steps 200 ;;
+      sft_bf16) pr --cases 2b_sft:bf16 --steps 200 ;;
+      lora) pr --cases 2b_lora:fp16 2b_lora:bf16 --steps 200 --parallel ;;
+      store8) pr --cases 5b_lora:bf16 5b_lora:bf16+store8 5b_lora:bf16@2 --steps 100 --frames 13 --parallel ;;
+      fp8_lora) pr --cases 2b_lora:bf16 2b_lora:bf16+fp8 --steps 300 --compile --sample --plot "${OUT:-/tmp}/fp8_2b_lora.png" ;;
+      fp8_sft) pr --cases 2b_sft:bf16 2b_sft:bf16+fp8 --steps 300 --compile --sample --plot "${OUT:-/tmp}/fp8_2b_sft.png" ;;
+      *) echo "unknown PRECISION $PRECISION"; exit 2 ;;
+    esac ;;
   ckpt)
     # cost per save of the 2B LoRA checkpoint: DeepSpeed's write alone vs manifest + fsync (README "Faults and recovery")
     run python3 benchmarks/checkpoint_save.py --config configs/cogvideox_2b_lora.yaml --lora-rank 128 --zero-stage 2 \

@@ -83,3 +83,15 @@ def test_a_run_stopped_at_the_budget_reports_its_logged_steps(tmp_path: Path) ->
     assert (outcome.steps, outcome.ema_updates, outcome.finite) == (3, 3, True)
     assert outcome.weights_finite is None and outcome.ema_finite is None and outcome.sample is None
     assert precision_run.read_outcome("2b_sft:fp16", tmp_path / "nothing", complete=False) is None
+
+
+def test_reuse_reads_only_a_finished_run(tmp_path: Path) -> None:
+    import json
+
+    run = tmp_path / "runs" / "MyModel-1"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i, "loss": 1.0}) + "\n" for i in (1, 2)))
+    assert not precision_run.completed_run(tmp_path, 2)  # no final checkpoint yet
+    (run / "latest").write_text("2")
+    assert precision_run.completed_run(tmp_path, 2) and not precision_run.completed_run(tmp_path, 3)
+    assert not precision_run.completed_run(tmp_path / "missing", 2)
