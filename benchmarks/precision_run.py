@@ -141,16 +141,21 @@ def wait_case(case: str, work: Path, proc: subprocess.Popen, deadline: float | N
     return True
 
 
+def _run_dirs(work: Path) -> list[Path]:
+    """The run folders train_video.py made under a case's work folder (one per case)."""
+    return [p for p in (work / "runs").iterdir() if p.is_dir()] if (work / "runs").is_dir() else []
+
+
 def completed_run(work: Path, steps: int) -> bool:
     """Whether `work` holds one finished run of `steps` steps (its final checkpoint written)."""
-    runs = [p for p in (work / "runs").iterdir() if p.is_dir()] if (work / "runs").is_dir() else []
+    runs = _run_dirs(work)
     return len(runs) == 1 and (runs[0] / "latest").is_file() and sum("loss" in r for r in read_metrics(runs[0])) >= steps
 
 
 def read_outcome(case: str, work: Path, complete: bool) -> Outcome | None:
     """The run's numbers from its metrics.jsonl; the final checkpoint and the validation sample
     only if it completed (None if it logged no step)."""
-    runs = [p for p in (work / "runs").iterdir() if p.is_dir()] if (work / "runs").is_dir() else []
+    runs = _run_dirs(work)
     records = [r for r in read_metrics(runs[0]) if "loss" in r] if len(runs) == 1 else []
     if not records:
         return None
@@ -241,6 +246,15 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     interrupted: Interrupted | None = None
     try:
         for case in args.cases:
+            case_work = work / case.replace(":", "_").replace("@", "_seed")
+            if args.reuse and completed_run(case_work, args.steps):
+                print(f"  {case}: reusing its finished run in {case_work}", flush=True)
+                jobs.append((case, case_work, None))
+                done[case] = True
+                continue
+            if deadline is not None and time.monotonic() >= deadline:  # before building its assets and cache
+                print(f"  {case}: not started (time budget spent)", flush=True)
+                continue
             config = args.config if args.tiny else CONFIGS[parse_case(case)[0]]
             assets = make_assets(config, work, args.clips, args.frames, args.size, n_clips=4)
             cache = None
@@ -249,15 +263,6 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                 if not cache.is_dir():
                     ns = argparse.Namespace(**{**vars(args), "config": Path(config), "precision": "bf16"})
                     build_cache(ns, work / "cache_build", overlay(ns, work / "cache_build", *assets, None), cache)
-            case_work = work / case.replace(":", "_").replace("@", "_seed")
-            if deadline is not None and time.monotonic() >= deadline:
-                print(f"  {case}: not started (time budget spent)", flush=True)
-                continue
-            if args.reuse and completed_run(case_work, args.steps):
-                print(f"  {case}: reusing its finished run in {case_work}", flush=True)
-                jobs.append((case, case_work, None))
-                done[case] = True
-                continue
             shutil.rmtree(case_work / "runs", ignore_errors=True)  # one run folder per case
             jobs.append((case, case_work, start_case(args, case, case_work, assets, cache)))
             if not args.parallel:
