@@ -66,13 +66,14 @@ case "$section" in
     case "${SFT_ONLY:-both}" in 5b|both) run python3 benchmarks/sft_vs_diffusers.py --models 5b-full --offload ${SFT_ARGS:-} ;; esac ;;
   precision)
     # runs stop at PRECISION_BUDGET_S and still print the steps they logged; --reuse: calling the same section again on the
-    # same warm machine keeps the finished cases and runs the rest (fp8_* need two calls); clips: CLIPS (generated if absent)
+    # same warm machine keeps the finished cases and runs the rest (fp8_* need two calls); clips: CLIPS (generated if absent);
+    # PRECISION_STEPS: steps of the sft16 / sft_bf16 / lora runs (200)
     pr() { run python3 benchmarks/precision_run.py --data cache --checkpoint-mode selective --budget-s "${PRECISION_BUDGET_S:-520}" --reuse \
       ${CLIPS:+--clips "$CLIPS"} --work "${PRECISION_WORK:-/root/precision}" --summary "${OUT:-/tmp}/precision-$PRECISION.json" "$@"; }
     case "${PRECISION:?PRECISION: sft16|sft_bf16|lora|store8|fp8_lora|fp8_sft}" in
-      sft16) pr --cases 2b_sft:fp16 --steps 200 ;;
-      sft_bf16) pr --cases 2b_sft:bf16 --steps 200 ;;
-      lora) pr --cases 2b_lora:fp16 2b_lora:bf16 --steps 200 --parallel ;;
+      sft16) pr --cases 2b_sft:fp16 --steps ${PRECISION_STEPS:-200} ;;
+      sft_bf16) pr --cases 2b_sft:bf16 --steps ${PRECISION_STEPS:-200} ;;
+      lora) pr --cases 2b_lora:fp16 2b_lora:bf16 --steps ${PRECISION_STEPS:-200} --parallel ;;
       store8) pr --cases 5b_lora:bf16 5b_lora:bf16+store8 5b_lora:bf16@2 --steps 100 --frames 13 --parallel ;;
       fp8_lora) pr --cases 2b_lora:bf16 2b_lora:bf16+fp8 --steps 300 --compile --sample --plot "${OUT:-/tmp}/fp8_2b_lora.png" ;;
       fp8_sft) pr --cases 2b_sft:bf16 2b_sft:bf16+fp8 --steps 300 --compile --sample --plot "${OUT:-/tmp}/fp8_2b_sft.png" ;;
