@@ -190,6 +190,14 @@ def sample_psnr(sample: str | None, reference: str | None) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+def _sample_column(outcome: Outcome, first: Outcome) -> str:
+    """The sample PSNR cell: only runs of the first case's seed drew the same caption with the
+    same noise (validation samples use the run's seed and its shuffled validation order)."""
+    if parse_case(outcome.case)[2] != parse_case(first.case)[2]:
+        return "-"
+    return f"{sample_psnr(outcome.sample, first.sample):.2f}"
+
+
 class Interrupted(Exception):
     """SIGTERM (e.g. `timeout`): stop the runs, report what they logged, exit non-zero."""
 
@@ -206,7 +214,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                              "@seed: the run's --seed, default 1: same seed = same noise, timesteps and data order)")
     parser.add_argument("--checkpoint-mode", choices=["full", "selective"], default="full",
                         help="selective keeps the attention outputs (same numbers as full, fewer recomputed FLOPs)")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=None, help="training steps per case (300; --tiny: 4)")
     parser.add_argument("--frames", type=int, default=49)
     parser.add_argument("--size", type=int, nargs=2, default=[480, 720])
     parser.add_argument("--zero-stage", type=int, default=2)
@@ -228,13 +236,14 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     parser.add_argument("--budget-s", type=float, default=None,
                         help="stop the runs still training after this many seconds and report the steps they logged "
                              "(their final checkpoint is then not checked); set it inside a machine's time limit")
-    parser.add_argument("--tiny", action="store_true", help="demo LoRA model on the CPU, 4 steps, bf16")
+    parser.add_argument("--tiny", action="store_true", help="demo LoRA model on the CPU, bf16, 4 steps unless --steps")
     args = parser.parse_args(argv)
     args.checkpoint_activations = "true"  # train_run.overlay's knob: official checkpointing
     args.config = REPO / "configs/demo/tiny_t2v_lora.yaml"
     if args.tiny:
-        args.steps, args.frames, args.size = 4, 5, [32, 64]  # bf16 convolutions are emulated on most CPUs
+        args.steps, args.frames, args.size = args.steps or 4, 5, [32, 64]  # bf16 convolutions are emulated on most CPUs
         args.cases = args.cases or ["2b_lora:bf16"]  # every case trains the demo LoRA model here
+    args.steps = args.steps or 300
     args.cases = args.cases or ["2b_lora:fp16", "2b_lora:bf16", "2b_sft:fp16", "2b_sft:bf16"]
     work = args.work or Path(tempfile.mkdtemp(prefix="precision_run_"))
 
@@ -301,12 +310,12 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
         trend = f"{statistics.fmean(o.losses[:window]):.4f}/{statistics.fmean(o.losses[-window:]):.4f}"
         print(f"{o.case:<14} {o.steps:>5} {str(o.finite):>11} {trend:>19} {scale:>24} {o.overflow:>8} {o.ema_updates:>7} "
               f"{_yes(o.weights_finite):>10} {_yes(o.ema_finite):>6} {o.step_s:>7.3f} {o.peak_gib:>8.2f} {statistics.fmean(o.losses[-50:]):>7.4f}"
-              + (f" {sample_psnr(o.sample, outcomes[0].sample):>11.2f}" if args.sample else ""))
+              + (f" {_sample_column(o, outcomes[0]):>11}" if args.sample else ""))
     if any(o.weights_finite is None for o in outcomes):
         print("weights ok / EMA ok '-': the run was stopped before its final checkpoint, which was not checked")
     if args.sample and outcomes:
         print(f"sample PSNR: dB of each case's last validation sample (all frames) against {outcomes[0].case}'s "
-              f"(inf: identical); samples: {[o.sample for o in outcomes]}")
+              f"(inf: identical; '-': another seed, so another caption and noise); samples: {[o.sample for o in outcomes]}")
     failed = [o.case for o in outcomes if False in (o.finite, o.weights_finite, o.ema_finite)]
     if failed:
         raise SystemExit(f"non-finite numbers in {failed}")

@@ -17,10 +17,10 @@ def test_precision_run_tiny(tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     import precision_run
 
-    (outcome,) = precision_run.main(["--tiny", "--work", str(tmp_path), "--sample", "--plot", str(tmp_path / "loss.png")])
-    assert outcome.steps == 4 and outcome.finite and outcome.ema_updates == 4
+    (outcome,) = precision_run.main(["--tiny", "--steps", "3", "--work", str(tmp_path), "--sample", "--plot", str(tmp_path / "loss.png")])
+    assert outcome.steps == 3 and outcome.finite and outcome.ema_updates == 3
     assert outcome.weights_finite and outcome.ema_finite and outcome.overflow == 0 and not outcome.scales
     # --sample: the run drew its validation sample at the last step; --plot: the curves' PNG
-    assert outcome.sample is not None and "iter_000004" in outcome.sample
+    assert outcome.sample is not None and "iter_000003" in outcome.sample
     assert precision_run.sample_psnr(outcome.sample, outcome.sample) == float("inf")
     assert (tmp_path / "loss.png").stat().st_size > 0

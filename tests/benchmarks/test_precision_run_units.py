@@ -56,6 +56,18 @@ def test_sample_psnr_of_uint8_sheets(tmp_path: Path) -> None:
     assert math.isnan(precision_run.sample_psnr(None, str(tmp_path / "a.png")))
 
 
+def test_sample_psnr_only_between_runs_of_one_seed(tmp_path: Path) -> None:
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(tmp_path / "a.png")
+
+    def outcome(case: str) -> precision_run.Outcome:
+        return precision_run.Outcome(case, 4, True, 1.0, [], 0, 4, True, True, [1.0], 0.1, 1.0, str(tmp_path / "a.png"))
+
+    bf16 = outcome("2b_lora:bf16")
+    assert precision_run._sample_column(outcome("2b_lora:bf16+fp8"), bf16) == "inf"
+    # another seed samples another caption with other noise: no PSNR against the first case
+    assert precision_run._sample_column(outcome("2b_lora:bf16@2"), bf16) == "-"
+
+
 def test_loss_plot(tmp_path: Path) -> None:
     assert loss_plot.moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
     assert loss_plot.tail_means({"a": [9.0, 1.0, 3.0]}, 2) == {"a": 2.0}
