@@ -240,10 +240,10 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     args = parser.parse_args(argv)
     args.checkpoint_activations = "true"  # train_run.overlay's knob: official checkpointing
     args.config = REPO / "configs/demo/tiny_t2v_lora.yaml"
+    args.steps = args.steps or (4 if args.tiny else 300)
     if args.tiny:
-        args.steps, args.frames, args.size = args.steps or 4, 5, [32, 64]  # bf16 convolutions are emulated on most CPUs
+        args.frames, args.size = 5, [32, 64]  # bf16 convolutions are emulated on most CPUs
         args.cases = args.cases or ["2b_lora:bf16"]  # every case trains the demo LoRA model here
-    args.steps = args.steps or 300
     args.cases = args.cases or ["2b_lora:fp16", "2b_lora:bf16", "2b_sft:fp16", "2b_sft:bf16"]
     work = args.work or Path(tempfile.mkdtemp(prefix="precision_run_"))
 
