@@ -105,6 +105,17 @@ def all_finite(path: Path) -> bool:
     return bool(module) and all(torch.isfinite(v).all() for v in module.values() if v.is_floating_point())
 
 
+def finite_if_written(path: Path) -> bool | None:
+    """`all_finite` of a model-states file of a run stopped while saving; None where the file is
+    absent or cut short (a torch zip archive is readable only once its last byte is written)."""
+    if not path.is_file():
+        return None
+    try:
+        return all_finite(path)
+    except (RuntimeError, EOFError, OSError):
+        return None
+
+
 def parse_case(case: str) -> tuple[str, str, int]:
     """`<model>:<precision>[+variant][@seed]` -> (model, precision, seed); the seed defaults to 1."""
     spec, _, seed = case.partition("@")
@@ -153,21 +164,24 @@ def completed_run(work: Path, steps: int) -> bool:
 
 
 def read_outcome(case: str, work: Path, complete: bool) -> Outcome | None:
-    """The run's numbers from its metrics.jsonl; the final checkpoint and the validation sample
-    only if it completed (None if it logged no step)."""
+    """The run's numbers from its metrics.jsonl; the validation sample only if it completed (None
+    if it logged no step). A run stopped while writing its final checkpoint still has that
+    checkpoint's weights and EMA checked, each where its file was completely written."""
     runs = _run_dirs(work)
     records = [r for r in read_metrics(runs[0]) if "loss" in r] if len(runs) == 1 else []
     if not records:
         return None
     run_dir, last = runs[0], records[-1]
     tag = (run_dir / "latest").read_text().strip() if complete else None
+    check = all_finite if complete else finite_if_written
+    checked = tag or str(last.get("iteration", ""))  # a stopped run: the save of its last logged step, if any
     steps = [r["step_s"] for r in records[3:] if "step_s" in r]
     sheets = sorted((run_dir / "samples" / f"iter_{int(tag):06d}").glob("*/0/000000.png")) if tag and tag.isdigit() else []
     return Outcome(
         case, len(records), all(math.isfinite(r["loss"]) for r in records), last["loss"],
         [r["loss_scale"] for r in records if "loss_scale" in r], int(last.get("overflow_skipped", 0)), int(last.get("ema_updates", 0)),
-        all_finite(run_dir / tag / "mp_rank_00_model_states.pt") if tag else None,
-        all_finite(run_dir / f"{tag}-ema" / "mp_rank_00_model_states.pt") if tag else None,
+        check(run_dir / checked / "mp_rank_00_model_states.pt") if checked else None,
+        check(run_dir / f"{checked}-ema" / "mp_rank_00_model_states.pt") if checked else None,
         [float(r["loss"]) for r in records], statistics.median(steps) if steps else float("nan"),
         max((r["max_mem_gib"] for r in records if "max_mem_gib" in r), default=float("nan")),
         str(sheets[0]) if sheets else None,
@@ -311,8 +325,8 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
         print(f"{o.case:<14} {o.steps:>5} {str(o.finite):>11} {trend:>19} {scale:>24} {o.overflow:>8} {o.ema_updates:>7} "
               f"{_yes(o.weights_finite):>10} {_yes(o.ema_finite):>6} {o.step_s:>7.3f} {o.peak_gib:>8.2f} {statistics.fmean(o.losses[-50:]):>7.4f}"
               + (f" {_sample_column(o, outcomes[0]):>11}" if args.sample else ""))
-    if any(o.weights_finite is None for o in outcomes):
-        print("weights ok / EMA ok '-': the run was stopped before its final checkpoint, which was not checked")
+    if any(o.weights_finite is None or o.ema_finite is None for o in outcomes):
+        print("weights ok / EMA ok '-': the run was stopped before that file of its final checkpoint was written, so it was not checked")
     if args.sample and outcomes:
         print(f"sample PSNR: dB of each case's last validation sample (all frames) against {outcomes[0].case}'s "
               f"(inf: identical; '-': another seed, so another caption and noise); samples: {[o.sample for o in outcomes]}")

@@ -96,6 +96,20 @@ def test_a_run_stopped_at_the_budget_reports_its_logged_steps(tmp_path: Path) ->
     assert outcome.weights_finite is None and outcome.ema_finite is None and outcome.sample is None
     assert precision_run.read_outcome("2b_sft:fp16", tmp_path / "nothing", complete=False) is None
 
+    # stopped while saving step 3: the weights file is whole, the EMA file cut short
+    import torch
+
+    (run / "3").mkdir()
+    (run / "3-ema").mkdir()
+    torch.save({"module": {"w": torch.ones(4, dtype=torch.float16)}}, run / "3" / "mp_rank_00_model_states.pt")
+    torch.save({"module": {"w": torch.ones(4096)}}, run / "3-ema" / "mp_rank_00_model_states.pt")
+    whole = (run / "3-ema" / "mp_rank_00_model_states.pt").read_bytes()
+    (run / "3-ema" / "mp_rank_00_model_states.pt").write_bytes(whole[: len(whole) // 2])
+    outcome = precision_run.read_outcome("2b_sft:fp16", tmp_path, complete=False)
+    assert outcome.weights_finite is True and outcome.ema_finite is None
+    torch.save({"module": {"w": torch.tensor([1.0, float("nan")])}}, run / "3-ema" / "mp_rank_00_model_states.pt")
+    assert precision_run.read_outcome("2b_sft:fp16", tmp_path, complete=False).ema_finite is False
+
 
 def test_reuse_reads_only_a_finished_run(tmp_path: Path) -> None:
     import json
