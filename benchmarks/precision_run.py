@@ -248,8 +248,9 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                         help="a case whose work folder holds a finished run of --steps steps is read, not run again "
                              "(split cases over several device calls on one machine, then compare them in one table)")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="stop the runs still training after this many seconds and report the steps they logged "
-                             "(their final checkpoint is then not checked); set it inside a machine's time limit")
+                        help="stop the runs still going after this many seconds and report the steps they logged "
+                             "(of a final checkpoint cut short, only the completely written weights / EMA files are "
+                             "checked); set it inside a machine's time limit")
     parser.add_argument("--tiny", action="store_true", help="demo LoRA model on the CPU, bf16, 4 steps unless --steps")
     args = parser.parse_args(argv)
     args.checkpoint_activations = "true"  # train_run.overlay's knob: official checkpointing
