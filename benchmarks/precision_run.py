@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from common import print_header  # noqa: E402
 from train_run import build_cache, make_assets, overlay  # noqa: E402
 
+from cogvideox_sat.io.sat_checkpoint import read_module_state  # noqa: E402
 from cogvideox_sat.training.metrics import read_metrics  # noqa: E402
 
 CONFIGS = {"2b_lora": REPO / "configs/cogvideox_2b_lora.yaml", "2b_sft": REPO / "configs/cogvideox_2b.yaml",
@@ -101,7 +102,7 @@ def case_overlay(args: argparse.Namespace, name: str, precision: str, work: Path
 def all_finite(path: Path) -> bool:
     import torch
 
-    module = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["module"]
+    module = read_module_state(path)
     return bool(module) and all(torch.isfinite(v).all() for v in module.values() if v.is_floating_point())
 
 
