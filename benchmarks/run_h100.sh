@@ -66,7 +66,8 @@ case "$section" in
     case "${SFT_ONLY:-both}" in 5b|both) run python3 benchmarks/sft_vs_diffusers.py --models 5b-full --offload ${SFT_ARGS:-} ;; esac ;;
   precision)
     # runs stop at PRECISION_BUDGET_S and still print the steps they logged; --reuse: calling the same section again on the
-    # same warm machine keeps the finished cases and runs the rest (fp8_* need two calls); clips: CLIPS (generated if absent);
+    # same warm machine keeps the finished cases and runs the rest (fp8_* need two calls); clips: CLIPS (generated if absent,
+    # which needs imageio-ffmpeg: on a machine without it, make them elsewhere and carry the folder);
     # PRECISION_STEPS: steps of the sft16 / sft_bf16 / lora runs (200)
     # finished cases are read again for their metrics and model states only: their optimizer state (~20 GB for a 2B
     # full fine-tune) goes first, so the next case's final save fits the machine's 64 GB disk

@@ -24,6 +24,7 @@ table shows what share of the transformer-only rate each end-to-end run reaches.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import subprocess
@@ -87,6 +88,9 @@ def make_assets(config: Path, work: Path, clips: Path | None, frames: int, size:
 
     clips = clips or work / f"clips-{frames}x{size[0]}x{size[1]}"
     if not (clips / "videos").is_dir():
+        if importlib.util.find_spec("imageio_ffmpeg") is None:
+            raise SystemExit(f"no clips in {clips}, and writing them needs imageio-ffmpeg: pip install imageio-ffmpeg, "
+                             "or pass --clips DIR (videos/ + labels/, e.g. made with cogvideox_sat.demo.clips on another machine)")
         make_sft_folder(clips, n_clips=n_clips, num_frames=frames, height=size[0], width=size[1], fps=8)
     width = text_width(config)
     t5 = work / f"t5-{width}"

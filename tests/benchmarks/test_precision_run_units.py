@@ -121,3 +121,13 @@ def test_reuse_reads_only_a_finished_run(tmp_path: Path) -> None:
     (run / "latest").write_text("2")
     assert precision_run.completed_run(tmp_path, 2) and not precision_run.completed_run(tmp_path, 3)
     assert not precision_run.completed_run(tmp_path / "missing", 2)
+
+
+def test_clips_that_cannot_be_written_stop_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the GPU machine lacks imageio-ffmpeg: the run must say how to bring clips, not fail inside imageio
+    train_run = sys.modules["train_run"]
+    real_find_spec = train_run.importlib.util.find_spec
+    monkeypatch.setattr(train_run.importlib.util, "find_spec", lambda name: None if name == "imageio_ffmpeg" else real_find_spec(name))
+    with pytest.raises(SystemExit, match="--clips DIR"):
+        train_run.make_assets(REPO / "configs/demo/tiny_t2v_lora.yaml", tmp_path, None, 5, [32, 64], n_clips=1)
+    assert not (tmp_path / "clips-5x32x64").exists()
