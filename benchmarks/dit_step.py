@@ -132,36 +132,49 @@ def step_flops(model, kwargs: dict[str, torch.Tensor], frozen_base: bool) -> flo
 
 
 # ---- settings -----------------------------------------------------------------------------------
+# `+fp8` / `+fp8row` in a setting: transformer_args.fp8's torchao recipe
+FP8_EXTRAS = {"fp8": "tensorwise", "fp8row": "rowwise"}
+
+
 @dataclass(frozen=True)
 class Setting:
-    """One of our lever combinations, written `MODE[+compile][+BACKEND]`."""
+    """One of our lever combinations, written `MODE[+compile][+BACKEND][+fp8|+fp8row]`."""
 
     checkpoint: str
     compile: bool = False
     backend: str | None = None  # None: the run's --attention-backend
+    fp8: str | None = None  # transformer_args.fp8 recipe; None: bf16 matmuls
 
     @property
     def label(self) -> str:
-        return "+".join([self.checkpoint] + (["compile"] if self.compile else []) + ([self.backend] if self.backend else []))
+        fp8 = [k for k, v in FP8_EXTRAS.items() if v == self.fp8]
+        return "+".join([self.checkpoint] + (["compile"] if self.compile else []) + ([self.backend] if self.backend else []) + fp8)
 
 
 def parse_setting(spec: str) -> Setting:
     mode, *extras = spec.split("+")
     if mode not in CHECKPOINT_MODES:
         raise argparse.ArgumentTypeError(f"{spec!r}: checkpoint mode must be one of {CHECKPOINT_MODES}")
-    compile_, backend = False, None
+    compile_, backend, fp8 = False, None, None
     for extra in extras:
         if extra == "compile":
             compile_ = True
         elif extra in BACKENDS:
             backend = extra
+        elif extra in FP8_EXTRAS:
+            fp8 = FP8_EXTRAS[extra]
         else:
-            raise argparse.ArgumentTypeError(f"{spec!r}: {extra!r} is neither 'compile' nor an attention backend {BACKENDS}")
-    return Setting(mode, compile_, backend)
+            raise argparse.ArgumentTypeError(
+                f"{spec!r}: {extra!r} is neither 'compile', an attention backend {BACKENDS} nor an FP8 recipe {tuple(FP8_EXTRAS)}"
+            )
+    return Setting(mode, compile_, backend, fp8)
 
 
 def build_ours(cfg, setting: Setting, device, dtype, default_backend: str, compile_backend: str = "inductor"):
     """Our DiT for `setting` in train mode, LoRA-only trainable when it has adapters."""
+    if setting.fp8:  # a construction-time option (the projections are swapped when the model is built)
+        cfg = copy.deepcopy(cfg)
+        cfg["params"]["transformer_args"]["fp8"] = setting.fp8
     with torch.device(device):
         model = instantiate_from_config(cfg)
     model.to(dtype).train()

@@ -3,8 +3,8 @@
 Training rows: DiT forward + backward (no optimizer step) of 2B and 5B with LoRA r128, batch 1,
 49x480x720 bf16, random weights, as benchmarks/vs_diffusers.py measures ours: step time, peak
 memory, TFLOP/s (model FLOPs), first step (compilation included). A row is `MODEL/SETTING`:
-SETTING is dit_step's `MODE[+compile][+BACKEND]` plus `+fp8` (tensorwise), `+fp8row` (rowwise)
-or `+store8` (FP8 base storage).
+SETTING is dit_step's `MODE[+compile][+BACKEND][+fp8|+fp8row]` (FP8 matmuls, tensorwise or
+rowwise) plus `+store8` (FP8 base storage).
 
 Sampling rows: 2B (random weights, random T5-sized text, CFG as one batch, compiled layers),
 50 steps of the config's sampler at 49x480x720 without decoding; `+cacheT` samples with the
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import mean_std, peak_gib, print_header, reset_peak_memory, synchronize  # noqa: E402
-from dit_step import DTYPES, make_inputs, measure, measuring_device, parse_setting, release, step_flops  # noqa: E402
+from dit_step import DTYPES, Setting, make_inputs, measure, measuring_device, parse_setting, release, step_flops  # noqa: E402
 from vs_diffusers import error_text, our_config  # noqa: E402
 
 from cogvideox_sat.models import dit as dit_module  # noqa: E402
@@ -44,7 +44,6 @@ from cogvideox_sat.models.lora import mark_only_lora_trainable  # noqa: E402
 from cogvideox_sat.registry import instantiate_from_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-_FP8 = {"fp8": "tensorwise", "fp8row": "rowwise"}
 TRAIN_CASES = (
     "2b-lora/selective+compile+cudnn",
     "2b-lora/selective+compile+fa4",
@@ -79,29 +78,25 @@ class Row:
 @dataclass(frozen=True)
 class TrainCase:
     model: str  # vs_diffusers.MODELS key
-    checkpoint: str  # dit_step setting: MODE[+compile][+BACKEND]
-    fp8: str | None = None  # torchao recipe
+    setting: Setting  # dit_step's MODE[+compile][+BACKEND][+fp8|+fp8row]
     store8: bool = False
 
 
 def parse_train(label: str) -> TrainCase:
-    model, _, setting = label.partition("/")
-    parts = setting.split("+")
-    fp8 = next((_FP8[p] for p in parts if p in _FP8), None)
-    rest = "+".join(p for p in parts if p not in _FP8 and p != "store8")
-    parse_setting(rest)  # validates mode / compile / backend
-    return TrainCase(model, rest, fp8, "store8" in parts)
+    model, _, spec = label.partition("/")
+    parts = spec.split("+")
+    return TrainCase(model, parse_setting("+".join(p for p in parts if p != "store8")), "store8" in parts)
 
 
 def build_train(case: TrainCase, args, device, dtype):
     """Our LoRA DiT for `case`, LoRA-only trainable, with its inputs and model FLOPs."""
     cfg = our_config(case.model, args.lora_rank, args.tiny, args.dtype)
-    setting = parse_setting(case.checkpoint)
+    setting = case.setting
     targs = cfg["params"]["transformer_args"]
     targs.update(checkpoint_activations=setting.checkpoint != "none", checkpoint_mode=setting.checkpoint, compile=False)
     targs["attention_backend"] = "auto" if args.tiny else setting.backend or "auto"  # CPU: no cuDNN / FA4
-    if case.fp8:
-        targs["fp8"] = case.fp8
+    if setting.fp8:
+        targs["fp8"] = setting.fp8
     if case.store8:
         targs["fp8_base_storage"] = True
     torch.manual_seed(0)

@@ -3,9 +3,9 @@
 A CogVideoX layer's work is its projections (qkv, attention output, MLP in and out: 12 h^2 MACs
 per token) and attention (4 S^2 h FLOPs forward). This times, at the model's exact shapes, each
 projection matmul (forward, input gradient and, for full fine-tuning, weight gradient), the
-LoRA matmuls, and SDPA forward + backward with every available backend, then adds them up per
-step: the step time no implementation of this model can beat with these kernels, whatever it
-fuses or caches. Elementwise work (norms, modulation, RoPE, GELU, residuals) is left out, so a
+LoRA matmuls, and attention forward + backward with every available backend (FlashAttention-4
+where installed, SDPA's), then adds them up per step: the step time no implementation of this
+model can beat with these kernels, whatever it fuses or caches. Elementwise work (norms, modulation, RoPE, GELU, residuals) is left out, so a
 real step is always slower than this bound.
 
     python benchmarks/roofline.py configs/cogvideox_2b.yaml --lora-rank 128 --diffusers-s 1.286
@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import print_header  # noqa: E402
 from dit_step import DTYPES, make_inputs, measuring_device, network_config, shrink  # noqa: E402
 
-from cogvideox_sat.models.attention import BACKENDS, attention  # noqa: E402
+from cogvideox_sat.models import flash_attention4  # noqa: E402
+from cogvideox_sat.models.attention import BACKENDS, attention, attention_bshd  # noqa: E402
 from cogvideox_sat.registry import instantiate_from_config  # noqa: E402
 
 
@@ -110,15 +111,22 @@ def projection_times(s: Shapes, lora_rank: int | None, device, dtype, repeat: in
 
 
 def attention_time(s: Shapes, backend: str, device, dtype, repeat: int) -> tuple[float, float]:
-    """Seconds per layer of SDPA forward, and forward + backward, with `backend`."""
+    """Seconds per layer of attention forward, and forward + backward, with `backend`, each in
+    the layout the model hands it: (B, heads, S, d) for SDPA, (B, S, heads, d) for FA4."""
     head_dim = s.hidden // s.heads
-    q, k, v = (torch.randn(1, s.heads, s.tokens, head_dim, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
-    grad = torch.randn(1, s.heads, s.tokens, head_dim, device=device, dtype=dtype)
+    if backend == "fa4":
+        reason = flash_attention4.unavailable_reason(device, dtype, head_dim, 0.0)
+        if reason is not None:
+            raise RuntimeError(f"FlashAttention-4 {reason}")
+    shape = (1, s.tokens, s.heads, head_dim) if backend == "fa4" else (1, s.heads, s.tokens, head_dim)
+    kernel = attention_bshd if backend == "fa4" else attention
+    q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    grad = torch.randn(shape, device=device, dtype=dtype)
     with torch.no_grad():
-        forward = timed(lambda: attention(q, k, v, backend=backend), device, repeat)
+        forward = timed(lambda: kernel(q, k, v, backend=backend), device, repeat)
 
     def both() -> None:
-        out = attention(q, k, v, backend=backend)
+        out = kernel(q, k, v, backend=backend)
         torch.autograd.grad(out, (q, k, v), grad)
 
     return forward, timed(both, device, repeat)
@@ -142,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=720)
     parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
-    parser.add_argument("--backends", nargs="+", default=["cudnn", "flash", "efficient"], choices=[b for b in BACKENDS if b != "auto"])
+    parser.add_argument("--backends", nargs="+", default=["fa4", "cudnn", "flash", "efficient"], choices=[b for b in BACKENDS if b != "auto"])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--diffusers-s", type=float, default=None, help="a diffusers step measured in the same run (seconds)")
     parser.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (smoke run)")
@@ -164,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     print("per layer, ms: " + ", ".join(f"{k} {v * 1e3:.2f}" for k, v in proj.items() if lora or k != "lora"))
     results: dict[str, dict[str, float]] = {}
     attn_flops = 4 * s.tokens**2 * s.hidden
-    header = f"{'SDPA':<10} {'fwd ms':>7} {'f+b ms':>7} {'TFLOP/s':>8} | " + " | ".join(f"{k + ' s':>15}" for k in ("no recompute", "selective", "full"))
+    header = f"{'attention':<10} {'fwd ms':>7} {'f+b ms':>7} {'TFLOP/s':>8} | " + " | ".join(f"{k + ' s':>15}" for k in ("no recompute", "selective", "full"))
     print_header(header)
     for backend in args.backends:
         try:

@@ -42,7 +42,8 @@ case "$section" in
     run python3 benchmarks/train_run.py --config configs/cogvideox_2b_lora.yaml --steps 12 --frames 49 --size 480 720 \
       --clips "${CLIPS:-.devdata/clips}" --zero-stage 2 --precision bf16 --data pixels --checkpoint-mode selective --compile ;;
   roofline)
-    # step lower bounds from the kernels alone; DIFF_2B / DIFF_5B: diffusers steps of a speed run
+    # step lower bounds from the kernels alone (attention: FA4 where installed, cuDNN, flash, efficient);
+    # DIFF_2B / DIFF_5B: diffusers steps of a speed run
     run python3 benchmarks/roofline.py configs/cogvideox_2b.yaml ${DIFF_2B:+--diffusers-s $DIFF_2B}
     run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml ${DIFF_5B:+--diffusers-s $DIFF_5B}
     run python3 benchmarks/roofline.py configs/cogvideox_2b.yaml --full --backends cudnn
@@ -56,7 +57,9 @@ case "$section" in
     run python3 benchmarks/sample_speed.py --base configs/cogvideox_5b.yaml --dtype bf16 --repeats 1 ;;
   speed)
     # ours vs diffusers (+ PEFT LoRA, gradient checkpointing), DiT fwd+bwd in one process; SPEED_ARGS
-    # picks models/settings, e.g. SPEED_ARGS="--models 2b-lora --ours selective+compile full+compile"
+    # picks models/settings, e.g. SPEED_ARGS="--models 2b-lora --ours selective+compile full+compile", or the fast
+    # paths against diffusers: SPEED_ARGS="--models 2b-lora 5b-lora --ours selective+compile+cudnn selective+compile+fa4
+    # selective+compile+fa4+fp8" (FA4 from requirements-gpu.txt, FP8 from torchao)
     run python3 benchmarks/vs_diffusers.py ${SPEED_ARGS:-} ;;
   sft)
     # full fine-tuning steps under DeepSpeed ZeRO-2 (bf16, AdamW, clipping), ours vs diffusers in one

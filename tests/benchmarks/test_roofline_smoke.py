@@ -6,6 +6,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -34,3 +37,17 @@ def test_bounds_count_recomputation():
         assert full["no recompute"] == 1 + 2 + 4 + 30
     finally:
         sys.modules.pop("roofline_b", None)
+
+
+def test_fa4_is_reported_unavailable_where_it_cannot_run():
+    # on a CPU (or without flash-attn-4) the fa4 row must say why instead of timing something else
+    spec = importlib.util.spec_from_file_location("roofline_c", REPO / "benchmarks" / "roofline.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["roofline_c"] = module
+    try:
+        spec.loader.exec_module(module)
+        shapes = module.Shapes(layers=1, hidden=128, heads=2, mlp=512, tokens=64)
+        with pytest.raises(RuntimeError, match="FlashAttention-4"):
+            module.attention_time(shapes, "fa4", torch.device("cpu"), torch.bfloat16, repeat=1)
+    finally:
+        sys.modules.pop("roofline_c", None)

@@ -8,6 +8,7 @@ import math
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import REPO
 
@@ -33,6 +34,9 @@ def test_settings_parse_and_reject(vs_diffusers):
     setting = dit_step.parse_setting("selective_mlp_out+compile+cudnn")
     assert (setting.checkpoint, setting.compile, setting.backend) == ("selective_mlp_out", True, "cudnn")
     assert setting.label == "selective_mlp_out+compile+cudnn"
+    fp8 = dit_step.parse_setting("selective+compile+fa4+fp8row")
+    assert (fp8.backend, fp8.fp8, fp8.label) == ("fa4", "rowwise", "selective+compile+fa4+fp8row")
+    assert dit_step.parse_setting("full+fp8").fp8 == "tensorwise"
     for bad in ("keepmore", "selective+fast"):
         with pytest.raises(Exception, match="checkpoint mode|compile"):
             dit_step.parse_setting(bad)
@@ -71,3 +75,20 @@ def test_cases_past_the_budget_are_listed_as_skipped(vs_diffusers, monkeypatch):
     rows = vs_diffusers.main(["--tiny", "--models", "2b-full", "5b-full", "--ours", "full", "--budget-s", "0"])
     assert [(r.model, r.impl) for r in rows] == [("2b-full", "diffusers"), ("2b-full", "ours"), ("5b-full", "diffusers"), ("5b-full", "ours")]
     assert all(r.error.startswith("skipped") and math.isnan(r.seconds) for r in rows)
+
+
+def test_fp8_setting_builds_float8_projections_without_touching_the_config(vs_diffusers, monkeypatch):
+    pytest.importorskip("torchao.float8")
+    from torchao.float8.float8_linear import Float8Linear
+
+    from cogvideox_sat.models import dit as dit_module
+
+    dit_step = sys.modules["dit_step"]
+    monkeypatch.setattr(dit_module, "ALLOW_CPU_FOR_TESTS", True)  # FP8 runs refuse the CPU
+    cfg = vs_diffusers.our_config("2b-lora", 4, True, "bf16")
+    model, _ = dit_step.build_ours(cfg, dit_step.parse_setting("selective+fp8row"), "cpu", torch.bfloat16, "auto")
+    swapped = [m for m in model.modules() if isinstance(m, Float8Linear)]
+    assert swapped and all(m.config.cast_config_input.scaling_granularity.name == "AXISWISE" for m in swapped)  # rowwise
+    assert "fp8" not in cfg["params"]["transformer_args"]  # the shared config stays bf16 for the next setting
+    plain, _ = dit_step.build_ours(cfg, dit_step.parse_setting("selective"), "cpu", torch.bfloat16, "auto")
+    assert not any(isinstance(m, Float8Linear) for m in plain.modules())
