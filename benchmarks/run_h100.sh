@@ -46,8 +46,8 @@ case "$section" in
     # DIFF_2B / DIFF_5B: diffusers steps of a speed run
     run python3 benchmarks/roofline.py configs/cogvideox_2b.yaml ${DIFF_2B:+--diffusers-s $DIFF_2B}
     run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml ${DIFF_5B:+--diffusers-s $DIFF_5B}
-    run python3 benchmarks/roofline.py configs/cogvideox_2b.yaml --full --backends cudnn
-    run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml --full --backends cudnn ;;
+    run python3 benchmarks/roofline.py configs/cogvideox_2b.yaml --full --backends fa4 cudnn
+    run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml --full --backends fa4 cudnn ;;
   profile)
     # PROFILE_SETTING: the setting profiled (default selective+compile)
     run python3 benchmarks/profile_step.py configs/cogvideox_2b_lora.yaml --lora-rank 128 --setting ${PROFILE_SETTING:-selective+compile} --top 25
