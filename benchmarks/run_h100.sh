@@ -53,8 +53,9 @@ case "$section" in
     run python3 benchmarks/profile_step.py configs/cogvideox_2b_lora.yaml --lora-rank 128 --setting ${PROFILE_SETTING:-selective+compile} --top 25
     run python3 benchmarks/profile_step.py configs/cogvideox_5b_lora.yaml --lora-rank 128 --setting ${PROFILE_SETTING:-selective+compile} --top 25 ;;
   sample)
-    run python3 benchmarks/sample_speed.py --base configs/cogvideox_2b.yaml --dtype fp16 --repeats 1
-    run python3 benchmarks/sample_speed.py --base configs/cogvideox_5b.yaml --dtype bf16 --repeats 1 ;;
+    # SAMPLE_ARGS adds speed switches, e.g. SAMPLE_ARGS="--compile --attention-backend fa4 --step-cache 0.05"
+    run python3 benchmarks/sample_speed.py --base configs/cogvideox_2b.yaml --dtype fp16 --repeats 1 ${SAMPLE_ARGS:-}
+    run python3 benchmarks/sample_speed.py --base configs/cogvideox_5b.yaml --dtype bf16 --repeats 1 ${SAMPLE_ARGS:-} ;;
   speed)
     # ours vs diffusers (+ PEFT LoRA, gradient checkpointing), DiT fwd+bwd in one process; SPEED_ARGS
     # picks models/settings, e.g. SPEED_ARGS="--models 2b-lora --ours selective+compile full+compile", or the fast

@@ -7,7 +7,12 @@ the VAE is randomly initialised), then samples and decodes like sample_video.py.
     python benchmarks/sample_speed.py --base configs/cogvideox_2b.yaml --dtype fp16     # 49x480x720, 50 steps
     python benchmarks/sample_speed.py --base configs/cogvideox_5b.yaml
     python benchmarks/sample_speed.py --base configs/cogvideox1.5_5b.yaml --frames 81 --size 768 1360
+    python benchmarks/sample_speed.py --base configs/cogvideox_2b.yaml --compile --attention-backend fa4 --step-cache 0.05
     python benchmarks/sample_speed.py --tiny                                             # CPU smoke run
+
+--compile, --attention-backend and --step-cache set the config's `transformer_args.compile`,
+`transformer_args.attention_backend` and the sampler's `step_cache_threshold` (the warm-up video
+compiles); without them the configs' own values hold.
 
 The official README reports, on one H100 with 50 steps at 49x480x720: 2B about 45 s and 5B
 about 90 s per video.
@@ -31,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import peak_gib, reset_peak_memory, synchronize  # noqa: E402
 from cogvideox_sat.engine import SATVideoDiffusionEngine  # noqa: E402
+from cogvideox_sat.models.attention import BACKENDS, resolve_backend  # noqa: E402
 from cogvideox_sat.sampling.decoding import decode_samples  # noqa: E402
 from cogvideox_sat.sampling.main import sampling_model_config  # noqa: E402
 from cogvideox_sat.vae.first_stage import spatial_scale  # noqa: E402
@@ -51,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed videos")
     parser.add_argument("--decode-chunk-frames", type=int, default=None, help="latent frames per VAE decode chunk")
     parser.add_argument("--no-decode", action="store_true", help="time the sampler only")
+    parser.add_argument("--compile", action="store_true", help="transformer_args.compile: true (layers through torch.compile)")
+    parser.add_argument("--attention-backend", choices=BACKENDS, default=None, help="transformer_args.attention_backend")
+    parser.add_argument("--step-cache", type=float, default=None, metavar="THRESHOLD",
+                        help="sampler step_cache_threshold: skip the blocks after the first on steps that barely change")
     parser.add_argument("--tiny", action="store_true", help="tiny demo model on the CPU (9x64x96, 4 steps, fp32)")
     args = parser.parse_args(argv)
     args.base = args.base if args.base or args.tiny else [str(REPO / "configs" / "cogvideox_2b.yaml")]
@@ -70,9 +80,17 @@ class NetworkOnDeviceEngine(SATVideoDiffusionEngine):
             return super()._build_network(cfg)
 
 
-def model_config(paths: list[str], steps: int) -> Any:
-    """The `model:` section for sampling, with random-weight stand-ins for T5 and the VAE file."""
+def model_config(paths: list[str], steps: int, args: argparse.Namespace | None = None) -> Any:
+    """The `model:` section for sampling, with random-weight stand-ins for T5 and the VAE file,
+    and the speed switches of `args` (--compile, --attention-backend, --step-cache) applied."""
     cfg = sampling_model_config(OmegaConf.merge(*[OmegaConf.load(p) for p in paths]).model)
+    transformer_args = "network_config.params.transformer_args"
+    if args is not None and args.compile:
+        OmegaConf.update(cfg, f"{transformer_args}.compile", True, force_add=True)
+    if args is not None and args.attention_backend:
+        OmegaConf.update(cfg, f"{transformer_args}.attention_backend", args.attention_backend, force_add=True)
+    if args is not None and args.step_cache is not None:
+        OmegaConf.update(cfg, "sampler_config.params.step_cache_threshold", args.step_cache, force_add=True)
     cfg.conditioner_config = None
     if OmegaConf.select(cfg, "first_stage_config.params") is not None:
         cfg.first_stage_config.params.ckpt_path = None
@@ -81,6 +99,20 @@ def model_config(paths: list[str], steps: int) -> Any:
     if OmegaConf.select(cfg, "sampler_config.params.guider_config.params.num_steps") is not None:
         cfg.sampler_config.params.guider_config.params.num_steps = steps
     return cfg
+
+
+def attention_kernel(dit: Any, device: torch.device, dtype: torch.dtype) -> str:
+    """The attention kernel the DiT's backend setting resolves to here ('auto': SDPA's choice)."""
+    return resolve_backend(dit.attention_backend, device, dtype, dit.hidden_size // dit.num_attention_heads)
+
+
+def step_cache_summary(engine: Any) -> str | None:
+    """'skipped K/N steps at T' of the last video where the sampler's step cache is on."""
+    cache = getattr(engine.sampler, "last_step_cache", None)
+    threshold = getattr(engine.sampler, "step_cache_threshold", 0) or 0
+    if not threshold or cache is None:
+        return None
+    return f"skipped {cache.skipped}/{cache.steps} steps at {threshold:g}"
 
 
 def text_condition(cfg: Any, device: torch.device, dtype: torch.dtype) -> tuple[dict, dict]:
@@ -96,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = DTYPES[args.dtype]
-    cfg = model_config(args.base, args.steps)
+    cfg = model_config(args.base, args.steps, args)
 
     # 1. engine with random weights, built on the device (fast init), cast to the precision
     ns = argparse.Namespace(model_config=cfg, fp16=args.dtype == "fp16", bf16=args.dtype == "bf16", device=device)
@@ -152,11 +184,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seconds_per_step": round(statistics.mean(sample_s) / args.steps, 3),
         "decode_s": round(statistics.mean(decode_s), 2),
         "peak_gib": round(peak_gib(device), 1) if device.type == "cuda" else None,
+        "compile": bool(OmegaConf.select(cfg, "network_config.params.transformer_args.compile", default=False)),
+        "attention_backend": attention_kernel(engine.diffusion_model, device, dtype),
+        "step_cache": step_cache_summary(engine),
     }
     print(
         f"{result['config']}: {result['seconds_per_video']} s per video ({result['video']}, {args.steps} steps, {args.dtype}; "
         f"sampling {result['sampling_s']} s = {result['seconds_per_step']} s/step, decode {result['decode_s']} s, "
-        f"peak {result['peak_gib']} GiB) on {result['device']}"
+        f"peak {result['peak_gib']} GiB; attention {result['attention_backend']}, compile {result['compile']}"
+        + (f", step cache {result['step_cache']}" if result["step_cache"] else "") + f") on {result['device']}"
     )
     print(f"official README (H100, 50 steps, 49x480x720): {OFFICIAL_H100_SECONDS}")
     print(json.dumps(result))

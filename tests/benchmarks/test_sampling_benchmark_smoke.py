@@ -16,3 +16,19 @@ def test_sample_speed_tiny_reports_seconds_per_video(capsys):
     assert result["seconds_per_video"] > 0 and result["decode_s"] > 0
     assert abs(result["seconds_per_video"] - result["sampling_s"] - result["decode_s"]) < 0.02
     assert "s per video" in capsys.readouterr().out
+
+
+def test_speed_switches_reach_the_config_and_the_report():
+    spec = importlib.util.spec_from_file_location("sample_speed_switches", REPO / "benchmarks" / "sample_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    base = [str(REPO / "configs" / "demo" / "tiny_t2v.yaml")]
+    args = module.parse_args(["--tiny", "--compile", "--attention-backend", "math", "--step-cache", "1000"])
+    cfg = module.model_config(base, 4, args)
+    assert cfg.network_config.params.transformer_args.compile is True
+    assert cfg.network_config.params.transformer_args.attention_backend == "math"
+    assert cfg.sampler_config.params.step_cache_threshold == 1000
+    plain = module.model_config(base, 4, module.parse_args(["--tiny"]))
+    assert "step_cache_threshold" not in plain.sampler_config.params
+    result = module.main(["--tiny", "--attention-backend", "math", "--step-cache", "1000"])
+    assert result["attention_backend"] == "math" and result["step_cache"] == "skipped 3/4 steps at 1000"
