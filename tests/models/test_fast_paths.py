@@ -110,6 +110,17 @@ def test_fa4_rejects_what_it_cannot_run(monkeypatch):
 
 
 # ---- the custom op -----------------------------------------------------------------------------
+def test_only_fa4s_aux_data_dsl_warning_is_silenced():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        flash_attention4.quiet_aux_data_warning()
+        warnings.warn("Argument aux_data (position 21) cannot be converted to a JitArgument for function 'x'", UserWarning)
+        warnings.warn("Argument scale (position 3) cannot be converted to a JitArgument", UserWarning)
+    assert [str(w.message) for w in seen] == ["Argument scale (position 3) cannot be converted to a JitArgument"]
+
+
 def test_fa4_op_matches_sdpa_values_and_grads(fa4_on_cpu):
     gen = torch.Generator().manual_seed(0)
     qkv = torch.randn(2, 37, 3, 4, 16, generator=gen).requires_grad_()  # packed projection layout
