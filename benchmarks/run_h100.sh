@@ -71,7 +71,8 @@ case "$section" in
   precision)
     # runs stop at PRECISION_BUDGET_S and still print the steps they logged; --reuse: calling the same section again on the
     # same warm machine keeps the finished cases and runs the rest (fp8_* need two calls); clips: CLIPS (generated if absent,
-    # which needs imageio-ffmpeg: on a machine without it, make them elsewhere and carry the folder);
+    # which needs imageio-ffmpeg: on a machine without it, make them elsewhere and carry the folder, e.g.
+    # python3 -c "from cogvideox_sat.demo.clips import make_sft_folder as m; m('.devdata/clips49', n_clips=4, num_frames=49, height=480, width=720, fps=8)");
     # PRECISION_STEPS: steps of the sft16 / sft_bf16 / lora runs (200)
     # finished cases are read again for their metrics and model states only: their optimizer state (~20 GB for a 2B
     # full fine-tune) goes first, so the next case's final save fits the machine's 64 GB disk
