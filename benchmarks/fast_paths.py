@@ -23,6 +23,7 @@ goes on; no case starts after --budget-s (listed as skipped), so the table print
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -36,12 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import mean_std, peak_gib, print_header, reset_peak_memory, synchronize  # noqa: E402
-from dit_step import DTYPES, Setting, make_inputs, measure, measuring_device, parse_setting, release, step_flops  # noqa: E402
+from dit_step import DTYPES, Setting, build_ours, make_inputs, measure, measuring_device, parse_setting, release, step_flops  # noqa: E402
 from vs_diffusers import error_text, our_config  # noqa: E402
 
 from cogvideox_sat.models import dit as dit_module  # noqa: E402
-from cogvideox_sat.models.lora import mark_only_lora_trainable  # noqa: E402
-from cogvideox_sat.registry import instantiate_from_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_CASES = (
@@ -91,20 +90,11 @@ def parse_train(label: str) -> TrainCase:
 def build_train(case: TrainCase, args, device, dtype):
     """Our LoRA DiT for `case`, LoRA-only trainable, with its inputs and model FLOPs."""
     cfg = our_config(case.model, args.lora_rank, args.tiny, args.dtype)
-    setting = case.setting
-    targs = cfg["params"]["transformer_args"]
-    targs.update(checkpoint_activations=setting.checkpoint != "none", checkpoint_mode=setting.checkpoint, compile=False)
-    targs["attention_backend"] = "auto" if args.tiny else setting.backend or "auto"  # CPU: no cuDNN / FA4
-    if setting.fp8:
-        targs["fp8"] = setting.fp8
-    if case.store8:
-        targs["fp8_base_storage"] = True
+    if case.store8:  # a construction-time option, like fp8 (which build_ours applies)
+        cfg["params"]["transformer_args"]["fp8_base_storage"] = True
+    setting = dataclasses.replace(case.setting, backend="auto") if args.tiny else case.setting  # CPU: no cuDNN / FA4
     torch.manual_seed(0)
-    with torch.device(device):
-        model = instantiate_from_config(cfg)
-    model.to(dtype).train()
-    model.set_compile(setting.compile, args.compile_backend)
-    mark_only_lora_trainable(model)
+    model, _ = build_ours(cfg, setting, device, dtype, "auto", args.compile_backend)
     kwargs = make_inputs(model, 1, args.frames, args.height, args.width, device, dtype)
     return model, kwargs, step_flops(model, kwargs, frozen_base=True)
 

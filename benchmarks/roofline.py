@@ -5,8 +5,8 @@ per token) and attention (4 S^2 h FLOPs forward). This times, at the model's exa
 projection matmul (forward, input gradient and, for full fine-tuning, weight gradient), the
 LoRA matmuls, and attention forward + backward with every available backend (FlashAttention-4
 where installed, SDPA's), then adds them up per step: the step time no implementation of this
-model can beat with these kernels, whatever it fuses or caches. Elementwise work (norms, modulation, RoPE, GELU, residuals) is left out, so a
-real step is always slower than this bound.
+model can beat with these kernels, whatever it fuses or caches. Elementwise work (norms,
+modulation, RoPE, GELU, residuals) is left out, so a real step is always slower than this bound.
 
     python benchmarks/roofline.py configs/cogvideox_2b.yaml --lora-rank 128 --diffusers-s 1.286
     python benchmarks/roofline.py configs/cogvideox_5b.yaml --full
