@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import mean_std, peak_gib, print_header, reset_peak_memory, synchronize  # noqa: E402
 from cogvideox_sat.dtypes import DTYPES  # noqa: E402
 from cogvideox_sat.models.attention import BACKENDS, attention  # noqa: E402
+from cogvideox_sat.models.checkpoint_plan import AUTO  # noqa: E402
 from cogvideox_sat.models.checkpointing import CHECKPOINT_MODES  # noqa: E402
 from cogvideox_sat.models.lora import mark_only_lora_trainable  # noqa: E402
 from cogvideox_sat.models.tiny import shrink_config  # noqa: E402
@@ -138,23 +139,42 @@ FP8_EXTRAS = {"fp8": "tensorwise", "fp8row": "rowwise"}
 
 @dataclass(frozen=True)
 class Setting:
-    """One of our lever combinations, written `MODE[+compile][+BACKEND][+fp8|+fp8row]`."""
+    """One of our lever combinations, written `MODE[+compile][+BACKEND][+fp8|+fp8row]`; MODE is a
+    checkpoint mode or `auto<GiB>` (checkpoint_mode auto with that activation budget, e.g. auto6)."""
 
     checkpoint: str
     compile: bool = False
     backend: str | None = None  # None: the run's --attention-backend
     fp8: str | None = None  # transformer_args.fp8 recipe; None: bf16 matmuls
+    budget_gib: float | None = None  # checkpoint mode auto only
+
+    @property
+    def mode_label(self) -> str:
+        return f"{self.checkpoint}{self.budget_gib:g}" if self.checkpoint == AUTO else self.checkpoint
 
     @property
     def label(self) -> str:
         fp8 = [k for k, v in FP8_EXTRAS.items() if v == self.fp8]
-        return "+".join([self.checkpoint] + (["compile"] if self.compile else []) + ([self.backend] if self.backend else []) + fp8)
+        return "+".join([self.mode_label] + (["compile"] if self.compile else []) + ([self.backend] if self.backend else []) + fp8)
+
+
+def parse_mode(spec: str, mode: str) -> tuple[str, float | None]:
+    """A setting's MODE -> (checkpoint mode, auto's budget in GiB)."""
+    if mode in CHECKPOINT_MODES:
+        return mode, None
+    if mode.startswith(AUTO):
+        try:
+            budget = float(mode[len(AUTO) :])
+        except ValueError:
+            budget = float("nan")
+        if budget > 0:
+            return AUTO, budget
+    raise argparse.ArgumentTypeError(f"{spec!r}: the mode must be one of {CHECKPOINT_MODES} or auto<GiB> (e.g. auto6)")
 
 
 def parse_setting(spec: str) -> Setting:
     mode, *extras = spec.split("+")
-    if mode not in CHECKPOINT_MODES:
-        raise argparse.ArgumentTypeError(f"{spec!r}: checkpoint mode must be one of {CHECKPOINT_MODES}")
+    mode, budget = parse_mode(spec, mode)
     compile_, backend, fp8 = False, None, None
     for extra in extras:
         if extra == "compile":
@@ -167,7 +187,7 @@ def parse_setting(spec: str) -> Setting:
             raise argparse.ArgumentTypeError(
                 f"{spec!r}: {extra!r} is neither 'compile', an attention backend {BACKENDS} nor an FP8 recipe {tuple(FP8_EXTRAS)}"
             )
-    return Setting(mode, compile_, backend, fp8)
+    return Setting(mode, compile_, backend, fp8, budget)
 
 
 def build_ours(cfg, setting: Setting, device, dtype, default_backend: str, compile_backend: str = "inductor"):
@@ -178,7 +198,7 @@ def build_ours(cfg, setting: Setting, device, dtype, default_backend: str, compi
     with torch.device(device):
         model = instantiate_from_config(cfg)
     model.to(dtype).train()
-    model.set_checkpoint_mode(setting.checkpoint)
+    model.set_checkpoint_mode(setting.checkpoint, setting.budget_gib)
     model.set_attention_backend(setting.backend or default_backend)
     model.set_compile(setting.compile, compile_backend)
     lora = "lora" in model.mixins
@@ -244,7 +264,7 @@ def run_case(cfg, args, device, dtype, checkpoint: Setting | str) -> Result:
     result = Result(
         name=Path(args.config[-1]).stem,
         mode=f"LoRA r{r}" if lora else "full",
-        checkpoint=setting.checkpoint + ("+compile" if setting.compile else ""),
+        checkpoint=setting.mode_label + ("+compile" if setting.compile else ""),
         backend=setting.backend or args.attention_backend,
         seconds=mean,
         seconds_std=std,

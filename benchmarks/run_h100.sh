@@ -7,6 +7,7 @@
 #   bash benchmarks/run_h100.sh speed    # DiT step, ours vs diffusers in one process
 #   bash benchmarks/run_h100.sh roofline # step lower bounds from the matmul and SDPA kernels alone
 #   bash benchmarks/run_h100.sh profile  # kernel time by category (matmul, attention, fused, copies, gaps) of 2B/5B LoRA steps
+#   bash benchmarks/run_h100.sh auto     # checkpoint_mode auto: planned kept activations / recompute saved vs measured peak / step
 #   bash benchmarks/run_h100.sh ckpt     # checkpoint save cost: 2B LoRA, DeepSpeed write vs manifest + fsync
 #   bash benchmarks/run_h100.sh sft      # full fine-tuning under ZeRO-2 with the optimizer: 2B, 5B (CPU offload) vs diffusers
 #   bash benchmarks/run_h100.sh mixed    # 2B LoRA r128 step on a batch of 480x720 stills and on a 49x480x720 clip
@@ -17,7 +18,7 @@
 # Output goes to stdout and, when OUT is set, to $OUT/<section>.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-section=${1:?section: dit|vae|train|sample|speed|sft|roofline|profile|ckpt|mixed|precision|gputests}
+section=${1:?section: dit|vae|train|sample|speed|sft|roofline|profile|auto|ckpt|mixed|precision|gputests}
 log=${OUT:+$OUT/$section.log}
 run() { echo "+ $*"; timeout "${STEP_TIMEOUT:-540}" "$@"; echo "exit $?"; }
 {
@@ -52,6 +53,11 @@ case "$section" in
     # PROFILE_SETTING: the setting profiled (default selective+compile)
     run python3 benchmarks/profile_step.py configs/cogvideox_2b_lora.yaml --lora-rank 128 --setting ${PROFILE_SETTING:-selective+compile} --top 25
     run python3 benchmarks/profile_step.py configs/cogvideox_5b_lora.yaml --lora-rank 128 --setting ${PROFILE_SETTING:-selective+compile} --top 25 ;;
+  auto)
+    # AUTO_EXTRAS: what every case adds to its checkpointing (default compile; e.g. compile+fa4)
+    run python3 benchmarks/checkpoint_auto.py configs/cogvideox_2b.yaml --lora-rank 128 --budgets 3 6 12 --extras ${AUTO_EXTRAS:-compile}
+    run python3 benchmarks/checkpoint_auto.py configs/cogvideox_2b.yaml --full --modes full selective selective_mlp_out none --budgets 5 10 20 \
+      --extras ${AUTO_EXTRAS:-compile} ;;
   sample)
     # SAMPLE_ARGS adds speed switches, e.g. SAMPLE_ARGS="--compile --attention-backend fa4 --step-cache 0.05"
     run python3 benchmarks/sample_speed.py --base configs/cogvideox_2b.yaml --dtype fp16 --repeats 1 ${SAMPLE_ARGS:-}
