@@ -169,7 +169,7 @@ def parse_mode(spec: str, mode: str) -> tuple[str, float | None]:
             budget = float("nan")
         if budget > 0:
             return AUTO, budget
-    raise argparse.ArgumentTypeError(f"{spec!r}: the mode must be one of {CHECKPOINT_MODES} or auto<GiB> (e.g. auto6)")
+    raise argparse.ArgumentTypeError(f"{spec!r}: checkpoint mode must be one of {CHECKPOINT_MODES} or auto<GiB> (e.g. auto6)")
 
 
 def parse_setting(spec: str) -> Setting:

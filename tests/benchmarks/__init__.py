@@ -7,3 +7,15 @@ from pathlib import Path
 _BENCHMARKS = str(Path(__file__).resolve().parents[2] / "benchmarks")
 if _BENCHMARKS not in sys.path:
     sys.path.insert(0, _BENCHMARKS)
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module, registered in sys.modules (dataclasses look their module
+    up while the file executes)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(_BENCHMARKS) / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 
 import pytest
 
+from tests.benchmarks import load_benchmark
 from tests.conftest import REPO
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _load("checkpoint_auto")
+    return load_benchmark("checkpoint_auto")
 
 
 def test_auto_setting_parses_its_budget(bench):

@@ -3,25 +3,20 @@ produces a row, and the diffusers model it times computes our function."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 
 import pytest
 import torch
 
+from tests.benchmarks import load_benchmark
 from tests.conftest import REPO
 
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+load = load_benchmark
 
 
 @pytest.fixture(scope="module")
