@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -137,20 +137,54 @@ def start_case(args: argparse.Namespace, case: str, work: Path, assets: tuple[Pa
     return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def wait_case(case: str, work: Path, proc: subprocess.Popen, deadline: float | None) -> bool:
+def wait_case(case: str, work: Path, proc: subprocess.Popen, deadline: float | None,
+              progress_s: float | None = None, report: Callable[[], None] | None = None) -> bool:
     """Wait for one run; False if `deadline` (time.monotonic) passed first and the run was stopped.
-    A run that fails on its own stops the whole benchmark with the end of its log."""
-    try:
-        proc.wait(timeout=None if deadline is None else max(deadline - time.monotonic(), 0.0))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        print(f"  {case}: stopped at the time budget (--budget-s); reporting the steps it logged", flush=True)
-        return False
+    Every `progress_s` seconds of waiting `report` prints where the runs are, so a device call that
+    is cut off still shows where its time went. A run that fails on its own stops the whole
+    benchmark with the end of its log."""
+    while True:
+        timeouts = [t for t in (progress_s, None if deadline is None else max(deadline - time.monotonic(), 0.0)) if t is not None]
+        try:
+            proc.wait(timeout=min(timeouts) if timeouts else None)
+            break
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() >= deadline:
+                proc.kill()
+                proc.wait()
+                print(f"  {case}: stopped at the time budget (--budget-s); reporting the steps it logged", flush=True)
+                return False
+            if report is not None:
+                report()
     if proc.returncode != 0:
         print((work / "train.log").read_text()[-6000:])
         raise SystemExit(f"{case}: train_video.py failed with exit code {proc.returncode} (log: {work / 'train.log'})")
     return True
+
+
+def progress_line(case: str, work: Path) -> str:
+    """Where one running case is: its last logged step, or while it sets up the last line of its log."""
+    runs = _run_dirs(work)
+    try:
+        records = [r for r in read_metrics(runs[0]) if "loss" in r] if len(runs) == 1 else []
+    except (OSError, ValueError):  # not written yet, or a line being written
+        records = []
+    if records:
+        last = records[-1]
+        return f"{case}: step {len(records)}, loss {last['loss']:.4f}" + (f", {last['step_s']:.2f} s/step" if "step_s" in last else "")
+    log = work / "train.log"
+    lines = [line.strip() for line in log.read_text(errors="replace").replace("\r", "\n").splitlines() if line.strip()] if log.is_file() else []
+    return f"{case}: setting up" + (f" ({lines[-1][:120]})" if lines else "")
+
+
+class Clock:
+    """Seconds since the benchmark started, stamped on its phase and progress lines."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def say(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.start:6.0f} s] {message}", flush=True)
 
 
 def _run_dirs(work: Path) -> list[Path]:
@@ -252,6 +286,8 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                         help="stop the runs still going after this many seconds and report the steps they logged "
                              "(of a final checkpoint cut short, only the completely written weights / EMA files are "
                              "checked); set it inside a machine's time limit")
+    parser.add_argument("--progress-s", type=float, default=30.0,
+                        help="print each running case's last step (or, while it sets up, its log's last line) this often")
     parser.add_argument("--tiny", action="store_true", help="demo LoRA model on the CPU, bf16, 4 steps unless --steps")
     args = parser.parse_args(argv)
     args.checkpoint_activations = "true"  # train_run.overlay's knob: official checkpointing
@@ -269,6 +305,13 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     jobs: list[tuple[str, Path, subprocess.Popen | None]] = []
     done: dict[str, bool] = {}
     interrupted: Interrupted | None = None
+    clock = Clock()
+
+    def report() -> None:
+        for case, case_work, proc in jobs:
+            if proc is not None and proc.poll() is None:
+                clock.say(progress_line(case, case_work))
+
     try:
         for case in args.cases:
             case_work = work / case.replace(":", "_").replace("@", "_seed")
@@ -282,19 +325,24 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                 continue
             config = args.config if args.tiny else CONFIGS[parse_case(case)[0]]
             assets = make_assets(config, work, args.clips, args.frames, args.size, n_clips=4)
+            clock.say(f"{case}: assets ready (clips, tokenizer, T5, VAE)")
             cache = None
             if args.data == "cache":
                 cache = work / f"cache-{Path(config).stem}-{args.frames}x{args.size[0]}x{args.size[1]}"
                 if not cache.is_dir():
                     ns = argparse.Namespace(**{**vars(args), "config": Path(config), "precision": "bf16"})
                     build_cache(ns, work / "cache_build", overlay(ns, work / "cache_build", *assets, None), cache)
+                    clock.say(f"latent cache built: {cache}")
             shutil.rmtree(case_work / "runs", ignore_errors=True)  # one run folder per case
             jobs.append((case, case_work, start_case(args, case, case_work, assets, cache)))
+            clock.say(f"{case}: train_video.py started (log: {case_work / 'train.log'})")
             if not args.parallel:
-                done[case] = wait_case(case, case_work, jobs[-1][2], deadline)
+                done[case] = wait_case(case, case_work, jobs[-1][2], deadline, args.progress_s, report)
+                clock.say(f"{case}: {'finished' if done[case] else 'stopped'}")
         for case, case_work, proc in jobs:
             if case not in done:
-                done[case] = wait_case(case, case_work, proc, deadline)
+                done[case] = wait_case(case, case_work, proc, deadline, args.progress_s, report)
+                clock.say(f"{case}: {'finished' if done[case] else 'stopped'}")
     except Interrupted as signalled:
         interrupted = signalled
     finally:  # a timeout or failure must not leave training runs holding the GPU

@@ -80,6 +80,8 @@ case "$section" in
     # which needs imageio-ffmpeg: on a machine without it, make them elsewhere and carry the folder, e.g.
     # python3 -c "from cogvideox_sat.demo.clips import make_sft_folder as m; m('.devdata/clips49', n_clips=4, num_frames=49, height=480, width=720, fps=8)");
     # PRECISION_STEPS: steps of the sft16 / sft_bf16 / lora runs (200)
+    # the runs print their phase (assets, cache, start) and every 30 s each run's step or setup line, so a call cut
+    # off shows where its time went; keep PRECISION_BUDGET_S + the wheel install + ~20 s for the report inside the call's limit
     # finished cases are read again for their metrics and model states only: their optimizer state (~20 GB for a 2B
     # full fine-tune) goes first, so the next case's final save fits the machine's 64 GB disk
     pr() { find "${PRECISION_WORK:-/root/precision}" -name '*optim_states.pt' -delete 2>/dev/null

@@ -131,3 +131,26 @@ def test_clips_that_cannot_be_written_stop_before_anything_loads(tmp_path: Path,
     with pytest.raises(SystemExit, match="--clips DIR"):
         train_run.make_assets(REPO / "configs/demo/tiny_t2v_lora.yaml", tmp_path, None, 5, [32, 64], n_clips=1)
     assert not (tmp_path / "clips-5x32x64").exists()
+
+
+def test_waiting_reports_where_each_run_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a device call cut off mid-run must still have printed how far setup and the steps got
+    import json
+    import subprocess
+
+    (tmp_path / "train.log").write_text("building model\rWriting model shards: 100%\n\n")
+    assert precision_run.progress_line("2b_sft:bf16", tmp_path) == "2b_sft:bf16: setting up (Writing model shards: 100%)"
+    run = tmp_path / "runs" / "MyModel-1"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text(json.dumps({"iteration": 1, "loss": 2.5, "step_s": 1.26}) + "\n" + '{"iteration": 2, "lo')
+    assert precision_run.progress_line("2b_sft:bf16", tmp_path) == "2b_sft:bf16: setting up (Writing model shards: 100%)"  # a line being written
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i, "loss": 2.5 - i / 10, "step_s": 1.26}) + "\n" for i in (1, 2)))
+    assert precision_run.progress_line("2b_sft:bf16", tmp_path) == "2b_sft:bf16: step 2, loss 2.3000, 1.26 s/step"
+
+    calls = []
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.0)"])
+    assert precision_run.wait_case("2b_sft:bf16", tmp_path, sleeper, deadline=None, progress_s=0.2, report=lambda: calls.append(1)) is True
+    assert len(calls) >= 2  # reported while it ran, not only at the end
+    clock = precision_run.Clock()
+    clock.say("latent cache built")
+    assert capsys.readouterr().out.strip().endswith("s] latent cache built")
