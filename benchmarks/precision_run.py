@@ -167,7 +167,7 @@ def progress_line(case: str, work: Path) -> str:
     runs = _run_dirs(work)
     try:
         records = [r for r in read_metrics(runs[0]) if "loss" in r] if len(runs) == 1 else []
-    except (OSError, ValueError):  # not written yet, or a line being written
+    except OSError:  # not written yet
         records = []
     if records:
         last = records[-1]

@@ -12,8 +12,29 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records MetricsLogger wrote to `run_dir`, in order."""
-    return [json.loads(line) for line in (Path(run_dir) / METRICS_FILE).read_text().splitlines()]
+    """The records MetricsLogger wrote to `run_dir`, in order. A last line without its newline is
+    a record cut off by a kill (or being written now) and is left out; any other bad line is an
+    error naming the file and line."""
+    path = Path(run_dir) / METRICS_FILE
+    text = path.read_text()
+    lines = text.split("\n")[:-1]  # whole lines only: the piece after the last newline is torn or empty
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, line {number}: not a JSON record ({err.msg}); the file was edited or written by two runs at once") from None
+    return records
+
+
+def _drop_torn_record(path: Path) -> None:
+    """Cut a record that a kill left half-written at the end of `path`, so the next record starts on a line of its own."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def losses_by_iteration(records: list[dict[str, Any]]) -> dict[int, float]:
@@ -32,6 +53,7 @@ class MetricsLogger:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        _drop_torn_record(self.run_dir / METRICS_FILE)  # a resumed run appends after a killed one's records
         self._jsonl = open(self.run_dir / METRICS_FILE, "a", buffering=1)
         try:
             from tensorboardX import SummaryWriter

@@ -143,7 +143,7 @@ def test_waiting_reports_where_each_run_is(tmp_path: Path, capsys: pytest.Captur
     run = tmp_path / "runs" / "MyModel-1"
     run.mkdir(parents=True)
     (run / "metrics.jsonl").write_text(json.dumps({"iteration": 1, "loss": 2.5, "step_s": 1.26}) + "\n" + '{"iteration": 2, "lo')
-    assert precision_run.progress_line("2b_sft:bf16", tmp_path) == "2b_sft:bf16: setting up (Writing model shards: 100%)"  # a line being written
+    assert precision_run.progress_line("2b_sft:bf16", tmp_path) == "2b_sft:bf16: step 1, loss 2.5000, 1.26 s/step"  # step 2 being written
     (run / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i, "loss": 2.5 - i / 10, "step_s": 1.26}) + "\n" for i in (1, 2)))
     assert precision_run.progress_line("2b_sft:bf16", tmp_path) == "2b_sft:bf16: step 2, loss 2.3000, 1.26 s/step"
 
