@@ -24,6 +24,9 @@ def _entry(rank: int, world: int, port: int, fn: Callable[..., Any], out_dir: st
     try:
         result = fn(rank, world, *args)
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+        # leave together: a rank that tears gloo down while a peer still talks to it can make that
+        # peer abort at exit ("terminate called without an active exception", seen once in CI)
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
