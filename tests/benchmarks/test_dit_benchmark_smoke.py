@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
+from tests.benchmarks import load_benchmark
 from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("dit_step_bench", REPO / "benchmarks" / "dit_step.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("dit_step", "dit_step_bench")
 
 
 def test_tiny_lora_and_full_runs(bench, capsys):

@@ -3,23 +3,16 @@ and without the step cache; a failing case is reported and the rest still run; t
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
 from cogvideox_sat.models import dit as dit_module
+from tests.benchmarks import load_benchmark
 from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("fast_paths_bench", REPO / "benchmarks" / "fast_paths.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("fast_paths", "fast_paths_bench")
 
 
 def test_tiny_run_reports_every_case(bench, capsys, monkeypatch):
