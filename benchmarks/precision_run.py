@@ -50,6 +50,7 @@ from train_run import build_cache, make_assets, overlay  # noqa: E402
 
 from cogvideox_sat.io.sat_checkpoint import read_module_state  # noqa: E402
 from cogvideox_sat.training.metrics import read_metrics  # noqa: E402
+from cogvideox_sat.training.preemption import EXIT_SAVED_ON_SIGNAL  # noqa: E402
 
 CONFIGS = {"2b_lora": REPO / "configs/cogvideox_2b_lora.yaml", "2b_sft": REPO / "configs/cogvideox_2b.yaml",
            "5b_lora": REPO / "configs/cogvideox_5b_lora.yaml"}
@@ -126,23 +127,44 @@ def parse_case(case: str) -> tuple[str, str, int]:
     return name, precision, int(seed or 1)
 
 
-def start_case(args: argparse.Namespace, case: str, work: Path, assets: tuple[Path, Path, Path], cache: Path | None) -> subprocess.Popen:
-    """Launch one case's train_video.py run (output in `work`/train.log)."""
+def start_case(args: argparse.Namespace, case: str, work: Path, assets: tuple[Path, Path, Path], cache: Path | None,
+               resume: Path | None = None) -> subprocess.Popen:
+    """Launch one case's train_video.py run (output in `work`/train.log); `resume`: a run folder of
+    this case to continue (`--resume`: weights, optimizer, EMA, RNG and data position)."""
     name, precision, seed = parse_case(case)
     work.mkdir(parents=True, exist_ok=True)
     (work / "overlay.yaml").write_text(yaml.safe_dump(case_overlay(args, name, precision, work, *assets, cache=cache)))
     config = args.config if args.tiny else CONFIGS[name]
     cmd = [sys.executable, str(REPO / "train_video.py"), "--base", str(config), str(work / "overlay.yaml"), "--seed", str(seed)]
-    log = (work / "train.log").open("w")
+    cmd += ["--resume", str(resume)] if resume is not None else []
+    log = (work / "train.log").open("a" if resume is not None else "w")
     return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+def stop_runs(procs: list[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM to every run still going, which train_video.py answers by saving the step it reached
+    and exiting with 75; those not gone after `grace_s` are killed (then `latest` still names their
+    previous save). One signal each: a second would end a run mid-save."""
+    alive = [p for p in procs if p.poll() is None]
+    for proc in alive:
+        proc.send_signal(signal.SIGTERM)
+    end = time.monotonic() + grace_s
+    for proc in alive:
+        try:
+            proc.wait(timeout=max(end - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_case(case: str, work: Path, proc: subprocess.Popen, deadline: float | None,
-              progress_s: float | None = None, report: Callable[[], None] | None = None) -> bool:
-    """Wait for one run; False if `deadline` (time.monotonic) passed first and the run was stopped.
-    Every `progress_s` seconds of waiting `report` prints where the runs are, so a device call that
-    is cut off still shows where its time went. A run that fails on its own stops the whole
-    benchmark with the end of its log."""
+              progress_s: float | None = None, report: Callable[[], None] | None = None,
+              stop: Callable[[], None] | None = None) -> bool:
+    """Wait for one run; False if `deadline` (time.monotonic) passed first and the run was stopped
+    by `stop` (which stops every run at once; default: this one, killed). Every `progress_s`
+    seconds of waiting `report` prints where the runs are, so a device call that is cut off still
+    shows where its time went. A run that fails on its own stops the whole benchmark with the end
+    of its log."""
     while True:
         timeouts = [t for t in (progress_s, None if deadline is None else max(deadline - time.monotonic(), 0.0)) if t is not None]
         try:
@@ -150,9 +172,9 @@ def wait_case(case: str, work: Path, proc: subprocess.Popen, deadline: float | N
             break
         except subprocess.TimeoutExpired:
             if deadline is not None and time.monotonic() >= deadline:
-                proc.kill()
-                proc.wait()
-                print(f"  {case}: stopped at the time budget (--budget-s); reporting the steps it logged", flush=True)
+                (stop or (lambda: stop_runs([proc], 0.0)))()
+                saved = "saved its step (--reuse resumes it)" if proc.returncode == EXIT_SAVED_ON_SIGNAL else "killed before saving"
+                print(f"  {case}: stopped at the time budget (--budget-s), {saved}; reporting the steps it logged", flush=True)
                 return False
             if report is not None:
                 report()
@@ -162,16 +184,23 @@ def wait_case(case: str, work: Path, proc: subprocess.Popen, deadline: float | N
     return True
 
 
+def step_records(run_dir: Path) -> list[dict[str, Any]]:
+    """One record per training step, in step order: a resumed run logs again the steps between its
+    checkpoint and the stop, and the later record of a step is the one that lasted."""
+    by_iteration = {r["iteration"]: r for r in read_metrics(run_dir) if "loss" in r}
+    return [by_iteration[i] for i in sorted(by_iteration)]
+
+
 def progress_line(case: str, work: Path) -> str:
     """Where one running case is: its last logged step, or while it sets up the last line of its log."""
     runs = _run_dirs(work)
     try:
-        records = [r for r in read_metrics(runs[0]) if "loss" in r] if len(runs) == 1 else []
+        records = step_records(runs[0]) if len(runs) == 1 else []
     except OSError:  # not written yet
         records = []
     if records:
         last = records[-1]
-        return f"{case}: step {len(records)}, loss {last['loss']:.4f}" + (f", {last['step_s']:.2f} s/step" if "step_s" in last else "")
+        return f"{case}: step {last['iteration']}, loss {last['loss']:.4f}" + (f", {last['step_s']:.2f} s/step" if "step_s" in last else "")
     log = work / "train.log"
     lines = [line.strip() for line in log.read_text(errors="replace").replace("\r", "\n").splitlines() if line.strip()] if log.is_file() else []
     return f"{case}: setting up" + (f" ({lines[-1][:120]})" if lines else "")
@@ -195,7 +224,14 @@ def _run_dirs(work: Path) -> list[Path]:
 def completed_run(work: Path, steps: int) -> bool:
     """Whether `work` holds one finished run of `steps` steps (its final checkpoint written)."""
     runs = _run_dirs(work)
-    return len(runs) == 1 and (runs[0] / "latest").is_file() and sum("loss" in r for r in read_metrics(runs[0])) >= steps
+    return len(runs) == 1 and (runs[0] / "latest").is_file() and (runs[0] / "latest").read_text().strip() == str(steps)
+
+
+def resumable_run(work: Path) -> Path | None:
+    """The run folder of a case stopped after a checkpoint (e.g. at an earlier call's --budget-s),
+    which `--reuse` continues instead of starting again; None where there is none."""
+    runs = _run_dirs(work)
+    return runs[0] if len(runs) == 1 and (runs[0] / "latest").is_file() else None
 
 
 def read_outcome(case: str, work: Path, complete: bool) -> Outcome | None:
@@ -203,14 +239,14 @@ def read_outcome(case: str, work: Path, complete: bool) -> Outcome | None:
     if it logged no step). A run stopped while writing its final checkpoint still has that
     checkpoint's weights and EMA checked, each where its file was completely written."""
     runs = _run_dirs(work)
-    records = [r for r in read_metrics(runs[0]) if "loss" in r] if len(runs) == 1 else []
+    records = step_records(runs[0]) if len(runs) == 1 else []
     if not records:
         return None
     run_dir, last = runs[0], records[-1]
     tag = (run_dir / "latest").read_text().strip() if complete else None
     check = all_finite if complete else finite_if_written
     checked = tag or str(last.get("iteration", ""))  # a stopped run: the save of its last logged step, if any
-    steps = [r["step_s"] for r in records[3:] if "step_s" in r]
+    steps = [r["step_s"] for r in records[3:] if "step_s" in r]  # the median: a resumed run's slow first steps barely move it
     sheets = sorted((run_dir / "samples" / f"iter_{int(tag):06d}").glob("*/0/000000.png")) if tag and tag.isdigit() else []
     return Outcome(
         case, len(records), all(math.isfinite(r["loss"]) for r in records), last["loss"],
@@ -280,12 +316,16 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                              "the table gives each sample's PSNR against the first case's")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of every case's loss curve, overlaid")
     parser.add_argument("--reuse", action="store_true",
-                        help="a case whose work folder holds a finished run of --steps steps is read, not run again "
-                             "(split cases over several device calls on one machine, then compare them in one table)")
+                        help="a case whose work folder holds a finished run of --steps steps is read, not run again, and "
+                             "one stopped after a checkpoint (--budget-s) is resumed (split cases over several device "
+                             "calls on one machine, then compare them in one table)")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="stop the runs still going after this many seconds and report the steps they logged "
-                             "(of a final checkpoint cut short, only the completely written weights / EMA files are "
-                             "checked); set it inside a machine's time limit")
+                        help="after this many seconds the runs still going get SIGTERM: each saves the step it reached "
+                             "(--reuse resumes it) and the steps they logged are reported (of a final checkpoint cut "
+                             "short, only the completely written weights / EMA files are checked)")
+    parser.add_argument("--stop-grace-s", type=float, default=60.0,
+                        help="seconds a run stopped at --budget-s gets to save before it is killed; keep --budget-s + "
+                             "this inside the machine's time limit")
     parser.add_argument("--progress-s", type=float, default=30.0,
                         help="print each running case's last step (or, while it sets up, its log's last line) this often")
     parser.add_argument("--tiny", action="store_true", help="demo LoRA model on the CPU, bf16, 4 steps unless --steps")
@@ -307,6 +347,9 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     interrupted: Interrupted | None = None
     clock = Clock()
 
+    def stop() -> None:  # at the budget: every run saves and exits together
+        stop_runs([proc for _, _, proc in jobs if proc is not None], args.stop_grace_s)
+
     def report() -> None:
         for case, case_work, proc in jobs:
             if proc is not None and proc.poll() is None:
@@ -320,6 +363,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                 jobs.append((case, case_work, None))
                 done[case] = True
                 continue
+            resume = resumable_run(case_work) if args.reuse else None
             if deadline is not None and time.monotonic() >= deadline:  # before building its assets and cache
                 print(f"  {case}: not started (time budget spent)", flush=True)
                 continue
@@ -333,22 +377,22 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                     ns = argparse.Namespace(**{**vars(args), "config": Path(config), "precision": "bf16"})
                     build_cache(ns, work / "cache_build", overlay(ns, work / "cache_build", *assets, None), cache)
                     clock.say(f"latent cache built: {cache}")
-            shutil.rmtree(case_work / "runs", ignore_errors=True)  # one run folder per case
-            jobs.append((case, case_work, start_case(args, case, case_work, assets, cache)))
-            clock.say(f"{case}: train_video.py started (log: {case_work / 'train.log'})")
+            if resume is None:
+                shutil.rmtree(case_work / "runs", ignore_errors=True)  # one run folder per case
+            jobs.append((case, case_work, start_case(args, case, case_work, assets, cache, resume)))
+            started = f"resumed from {resume / (resume / 'latest').read_text().strip()}" if resume else "started"
+            clock.say(f"{case}: train_video.py {started} (log: {case_work / 'train.log'})")
             if not args.parallel:
-                done[case] = wait_case(case, case_work, jobs[-1][2], deadline, args.progress_s, report)
+                done[case] = wait_case(case, case_work, jobs[-1][2], deadline, args.progress_s, report, stop)
                 clock.say(f"{case}: {'finished' if done[case] else 'stopped'}")
         for case, case_work, proc in jobs:
             if case not in done:
-                done[case] = wait_case(case, case_work, proc, deadline, args.progress_s, report)
+                done[case] = wait_case(case, case_work, proc, deadline, args.progress_s, report, stop)
                 clock.say(f"{case}: {'finished' if done[case] else 'stopped'}")
     except Interrupted as signalled:
         interrupted = signalled
     finally:  # a timeout or failure must not leave training runs holding the GPU
-        for _, _, proc in jobs:
-            if proc is not None and proc.poll() is None:
-                proc.kill()
+        stop()
     outcomes = [o for case, case_work, _ in jobs if (o := read_outcome(case, case_work, done.get(case, False))) is not None]
     for o in outcomes:
         print(f"  {o.case}: {o.steps} steps, last loss {o.last_loss:.4f}, overflow skipped {o.overflow}", flush=True)

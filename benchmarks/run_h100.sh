@@ -75,13 +75,14 @@ case "$section" in
     case "${SFT_ONLY:-both}" in 2b|both) run python3 benchmarks/sft_vs_diffusers.py --models 2b-full ${SFT_ARGS:-} ;; esac
     case "${SFT_ONLY:-both}" in 5b|both) run python3 benchmarks/sft_vs_diffusers.py --models 5b-full --offload ${SFT_ARGS:-} ;; esac ;;
   precision)
-    # runs stop at PRECISION_BUDGET_S and still print the steps they logged; --reuse: calling the same section again on the
-    # same warm machine keeps the finished cases and runs the rest (fp8_* need two calls); clips: CLIPS (generated if absent,
+    # at PRECISION_BUDGET_S the runs get SIGTERM, save the step they reached (up to 60 s more) and the steps they logged are
+    # printed; --reuse: calling the same section again on the same warm machine keeps the finished cases, resumes the
+    # stopped ones and runs the rest (so a case may span device calls); clips: CLIPS (generated if absent,
     # which needs imageio-ffmpeg: on a machine without it, make them elsewhere and carry the folder, e.g.
     # python3 -c "from cogvideox_sat.demo.clips import make_sft_folder as m; m('.devdata/clips49', n_clips=4, num_frames=49, height=480, width=720, fps=8)");
     # PRECISION_STEPS: steps of the sft16 / sft_bf16 / lora runs (200)
     # the runs print their phase (assets, cache, start) and every 30 s each run's step or setup line, so a call cut
-    # off shows where its time went; keep PRECISION_BUDGET_S + the wheel install + ~20 s for the report inside the call's limit
+    # off shows where its time went; keep PRECISION_BUDGET_S + 60 s to save + the wheel install + ~20 s for the report inside the call's limit
     # finished cases are read again for their metrics and model states only: their optimizer state (~20 GB for a 2B
     # full fine-tune) goes first, so the next case's final save fits the machine's 64 GB disk
     pr() { find "${PRECISION_WORK:-/root/precision}" -name '*optim_states.pt' -delete 2>/dev/null

@@ -154,3 +154,41 @@ def test_waiting_reports_where_each_run_is(tmp_path: Path, capsys: pytest.Captur
     clock = precision_run.Clock()
     clock.say("latent cache built")
     assert capsys.readouterr().out.strip().endswith("s] latent cache built")
+
+
+def test_the_budget_stops_every_run_with_one_sigterm_and_time_to_save(tmp_path: Path) -> None:
+    # train_video.py saves on SIGTERM and exits 75; a second signal would cut its save short
+    import subprocess
+    import time
+
+    saver = tmp_path / "saver.py"
+    saver.write_text(
+        "import signal, sys, time\n"
+        "hits = []\n"
+        "signal.signal(signal.SIGTERM, lambda *a: hits.append(1))\n"
+        "while not hits: time.sleep(0.01)\n"
+        "time.sleep(0.3)\n"  # the save
+        "sys.exit(75 if len(hits) == 1 else 1)\n"
+    )
+    savers = [subprocess.Popen([sys.executable, str(saver)]) for _ in range(2)]
+    stuck = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
+    time.sleep(1.0)  # handlers installed
+    start = time.monotonic()
+    precision_run.stop_runs([*savers, stuck], grace_s=2.0)
+    assert [p.returncode for p in savers] == [75, 75]
+    assert stuck.returncode == -9 and time.monotonic() - start < 10  # killed after the grace period
+
+
+def test_steps_logged_again_after_a_resume_count_once(tmp_path: Path) -> None:
+    import json
+
+    run = tmp_path / "runs" / "MyModel-1"
+    run.mkdir(parents=True)
+    rows = [(1, 2.0), (2, 1.9), (3, 1.8), (2, 1.7), (3, 1.6), (4, 1.5)]  # saved at 1, killed after 3, resumed from 1
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i, "loss": v}) + "\n" for i, v in rows))
+    assert [(r["iteration"], r["loss"]) for r in precision_run.step_records(run)] == [(1, 2.0), (2, 1.7), (3, 1.6), (4, 1.5)]
+    assert precision_run.resumable_run(tmp_path) is None  # no checkpoint: started again
+    (run / "latest").write_text("1")
+    assert precision_run.resumable_run(tmp_path) == run and not precision_run.completed_run(tmp_path, 4)
+    (run / "latest").write_text("4")
+    assert precision_run.completed_run(tmp_path, 4)
