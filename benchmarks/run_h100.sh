@@ -86,7 +86,7 @@ case "$section" in
     # finished cases are read again for their metrics and model states only: their optimizer state (~20 GB for a 2B
     # full fine-tune) goes first, so the next case's final save fits the machine's 64 GB disk
     pr() { find "${PRECISION_WORK:-/root/precision}" -name '*optim_states.pt' -delete 2>/dev/null
-      run python3 benchmarks/precision_run.py --data cache --checkpoint-mode selective --budget-s "${PRECISION_BUDGET_S:-520}" --reuse \
+      run python3 benchmarks/precision_run.py --data cache --checkpoint-mode selective --budget-s "${PRECISION_BUDGET_S:-440}" --reuse \
       ${CLIPS:+--clips "$CLIPS"} --work "${PRECISION_WORK:-/root/precision}" --summary "${OUT:-/tmp}/precision-$PRECISION.json" "$@"; }
     case "${PRECISION:?PRECISION: sft16|sft_bf16|lora|store8|fp8_lora|fp8_sft}" in
       sft16) pr --cases 2b_sft:fp16 --steps ${PRECISION_STEPS:-200} ;;
