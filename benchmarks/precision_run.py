@@ -173,11 +173,13 @@ def wait_case(case: str, work: Path, proc: subprocess.Popen, deadline: float | N
         except subprocess.TimeoutExpired:
             if deadline is not None and time.monotonic() >= deadline:
                 (stop or (lambda: stop_runs([proc], 0.0)))()
-                saved = "saved its step (--reuse resumes it)" if proc.returncode == EXIT_SAVED_ON_SIGNAL else "killed before saving"
-                print(f"  {case}: stopped at the time budget (--budget-s), {saved}; reporting the steps it logged", flush=True)
-                return False
+                break
             if report is not None:
                 report()
+    if proc.returncode != 0 and deadline is not None and time.monotonic() >= deadline:  # stopped here (or with the others)
+        saved = "saved its step (--reuse resumes it)" if proc.returncode == EXIT_SAVED_ON_SIGNAL else "killed before saving"
+        print(f"  {case}: stopped at the time budget (--budget-s), {saved}; reporting the steps it logged", flush=True)
+        return False
     if proc.returncode != 0:
         print((work / "train.log").read_text()[-6000:])
         raise SystemExit(f"{case}: train_video.py failed with exit code {proc.returncode} (log: {work / 'train.log'})")
