@@ -37,9 +37,7 @@ def layer_shape(cfg, args, dtype: torch.dtype) -> tuple[LayerShape, int]:
     with torch.device("meta"):
         probe = instantiate_from_config(cfg)
     kwargs = dit_step.make_inputs(probe, args.batch, args.frames, args.height, args.width, "meta", dtype)
-    b, t, _, h, w = kwargs["x"].shape
-    pt, ph, pw = probe.patch_size
-    seq = kwargs["context"].shape[1] + (t // pt) * (h // ph) * (w // pw)
+    b, seq = kwargs["x"].shape[0], dit_step.sequence_length(probe, kwargs)
     shape = LayerShape(probe.hidden_size, probe.num_attention_heads, b, seq, torch.empty((), dtype=dtype).element_size(), "lora" in probe.mixins)
     return shape, probe.num_layers
 

@@ -41,6 +41,7 @@ from cogvideox_sat.dtypes import DTYPES  # noqa: E402
 from cogvideox_sat.models.attention import BACKENDS, attention  # noqa: E402
 from cogvideox_sat.models.checkpoint_plan import AUTO  # noqa: E402
 from cogvideox_sat.models.checkpointing import CHECKPOINT_MODES  # noqa: E402
+from cogvideox_sat.models.geometry import token_grid  # noqa: E402
 from cogvideox_sat.models.lora import mark_only_lora_trainable  # noqa: E402
 from cogvideox_sat.models.tiny import shrink_config  # noqa: E402
 from cogvideox_sat.registry import instantiate_from_config  # noqa: E402
@@ -122,10 +123,18 @@ def make_inputs(model, batch: int, frames: int, height: int, width: int, device,
     return kwargs
 
 
+def sequence_length(model, kwargs: dict[str, torch.Tensor]) -> int:
+    """Tokens per sample that the transformer's attention runs over for these forward kwargs (as
+    make_inputs builds them): the text tokens (`context`'s length), then one token per latent patch,
+    (T / pt) * (H / ph) * (W / pw) for latents `x` of shape (B, T, C, H, W). pt is the temporal
+    patch: 2 latent frames per token in 1.5 models, 1 in 1.0 models. `concat_images` (I2V) adds
+    channels, not tokens. Counted by the model's own `token_grid`, so it raises where the model
+    would: latents that do not tile into patches."""
+    return token_grid(kwargs["x"].shape, model.patch_size, text_length=kwargs["context"].shape[1]).total_tokens
+
+
 def step_flops(model, kwargs: dict[str, torch.Tensor], frozen_base: bool) -> float:
-    b, t, _, h, w = kwargs["x"].shape
-    pt, ph, pw = model.patch_size
-    seq = kwargs["context"].shape[1] + (t // pt) * (h // ph) * (w // pw)
+    b, seq = kwargs["x"].shape[0], sequence_length(model, kwargs)
     hidden, layers = model.hidden_size, model.num_layers
     matmul = 2 * b * seq * 12 * hidden**2 * layers
     attn = 4 * b * seq**2 * hidden * layers
@@ -287,9 +296,7 @@ def check_attention(cfg, args, device, dtype) -> None:
     with torch.device("meta"):
         probe = instantiate_from_config(cfg)
     kwargs = make_inputs(probe, args.batch, args.frames, args.height, args.width, "meta", dtype)
-    b, t, _, h, w = kwargs["x"].shape
-    pt, ph, pw = probe.patch_size
-    seq = kwargs["context"].shape[1] + (t // pt) * (h // ph) * (w // pw)
+    b, seq = kwargs["x"].shape[0], sequence_length(probe, kwargs)
     gen = torch.Generator(device=device).manual_seed(0)
     q, k, v = (torch.randn(b, heads, seq, hidden // heads, device=device, generator=gen) for _ in range(3))
     grad = torch.randn(b, heads, seq, hidden // heads, device=device, generator=gen)

@@ -7,7 +7,6 @@ import pytest
 
 from cogvideox_sat.models import dit as dit_module
 from tests.benchmarks import load_benchmark
-from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")

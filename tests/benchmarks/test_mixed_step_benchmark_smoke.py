@@ -3,20 +3,13 @@ batch of clips through the engine (VAE, T5, loss, AdamW), both losses finite."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmarks import load_benchmark
 
 
 def test_mixed_step_tiny(tmp_path, capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("mixed_step", REPO / "benchmarks" / "mixed_step.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "mixed_step", module)
-    spec.loader.exec_module(module)
+    module = load_benchmark("mixed_step", monkeypatch=monkeypatch)
     results = module.main(["--tiny", "--work", str(tmp_path)])
     assert set(results) == {"image", "video"}
     assert all(math.isfinite(r["loss"]) and r["seconds"] > 0 for r in results.values())

@@ -4,28 +4,18 @@ on 1 process through the universal layout), each a real torchrun launch of train
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.benchmarks import load_benchmark
 
 pytestmark = pytest.mark.slow  # ~80 s on 2 cores: four launches
 
 
-def _module(monkeypatch: pytest.MonkeyPatch):
-    spec = importlib.util.spec_from_file_location("multi_gpu_train", REPO / "benchmarks" / "multi_gpu_train.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "multi_gpu_train", module)  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_dp_and_resume_on_another_count(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    module = _module(monkeypatch)
+    module = load_benchmark("multi_gpu_train", monkeypatch=monkeypatch)
     one, many = module.main(["dp", "--tiny", "--work", str(tmp_path)])
     assert (one.processes, one.accumulation, many.processes, many.accumulation) == (1, 2, 2, 1)
     assert one.global_batch == many.global_batch == 2

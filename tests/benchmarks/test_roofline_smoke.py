@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.benchmarks import load_benchmark
+from tests.conftest import REPO
 
 
 @pytest.fixture
 def roofline(monkeypatch):
     """benchmarks/roofline.py as a module (registered while the test runs: its dataclasses need it)."""
-    spec = importlib.util.spec_from_file_location("roofline", REPO / "benchmarks" / "roofline.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "roofline", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("roofline", monkeypatch=monkeypatch)
 
 
 def test_roofline_tiny_orders_the_bounds(roofline, capsys):

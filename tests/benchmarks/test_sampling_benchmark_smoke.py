@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
+from tests.benchmarks import load_benchmark
 from tests.conftest import REPO
 
 
 def test_sample_speed_tiny_reports_seconds_per_video(capsys):
-    spec = importlib.util.spec_from_file_location("sample_speed", REPO / "benchmarks" / "sample_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("sample_speed")
     result = module.main(["--tiny", "--base", str(REPO / "configs" / "demo" / "tiny_i2v.yaml")])
     assert result["latent"] == [3, 4, 8, 12] and result["steps"] == 4 and result["video"] == "9x64x96"
     assert result["seconds_per_video"] > 0 and result["decode_s"] > 0
@@ -19,9 +16,7 @@ def test_sample_speed_tiny_reports_seconds_per_video(capsys):
 
 
 def test_speed_switches_reach_the_config_and_the_report():
-    spec = importlib.util.spec_from_file_location("sample_speed_switches", REPO / "benchmarks" / "sample_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("sample_speed", "sample_speed_switches")
     base = [str(REPO / "configs" / "demo" / "tiny_t2v.yaml")]
     args = module.parse_args(["--tiny", "--compile", "--attention-backend", "math", "--step-cache", "1000"])
     cfg = module.model_config(base, 4, args)

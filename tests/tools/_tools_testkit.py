@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import yaml
 from cogvideox_sat.io.sat_checkpoint import DIT_PREFIX
 from cogvideox_sat.io.sat_writer import write_sat_checkpoint
 from cogvideox_sat.registry import instantiate_from_config
+from tests._scripts import load_script
 from tests.models.dit_cases import network_config, randomize_
 from tests.vae._vae_testkit import randomize_ as randomize_vae_
 from tests.vae._vae_testkit import tiny_config as tiny_vae_config
@@ -32,10 +32,7 @@ DENOISER = {  # official target names, as released YAMLs write them
 
 def load_tool(name: str) -> Any:
     """tools/<name>.py as a module (its main(argv) runs in this process)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "tools" / f"{name}.py", name)
 
 
 def tiny_dit(variant: str, seed: int = 3, lora: dict | None = None) -> torch.nn.Module:
