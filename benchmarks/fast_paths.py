@@ -188,7 +188,7 @@ def run_sampling(labels: list[str], args, device, dtype, start: float) -> list[R
                         row.note = f"{args.sample_steps} steps, {row.seconds / args.sample_steps:.3f} s/step"
                     else:
                         psnr = latent_psnr(z, reference) if reference is not None else float("nan")
-                        row.note = f"skipped {cache.skipped}/{cache.steps} steps, PSNR {psnr:.1f} dB vs uncached"
+                        row.note = f"{cache.summary()}, PSNR {psnr:.1f} dB vs uncached"
                     rows.append(row)
                     print(f"  {label:<44} {row.seconds:.2f} s, {row.note}", flush=True)
         except Exception as err:

@@ -107,12 +107,12 @@ def attention_kernel(dit: Any, device: torch.device, dtype: torch.dtype) -> str:
 
 
 def step_cache_summary(engine: Any) -> str | None:
-    """'skipped K/N steps at T' of the last video where the sampler's step cache is on."""
+    """The step cache's skip count and per-step changes (StepCache.summary) of the last video, where it is on."""
     cache = getattr(engine.sampler, "last_step_cache", None)
     threshold = getattr(engine.sampler, "step_cache_threshold", 0) or 0
     if not threshold or cache is None:
         return None
-    return f"skipped {cache.skipped}/{cache.steps} steps at {threshold:g}"
+    return cache.summary()
 
 
 def text_condition(cfg: Any, device: torch.device, dtype: torch.dtype) -> tuple[dict, dict]:

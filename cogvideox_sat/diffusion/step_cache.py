@@ -6,8 +6,11 @@ fully computed step by less than `threshold` (mean absolute difference relative 
 residual's mean absolute value), the remaining blocks are skipped and the residual they added
 at that step is added instead. Otherwise all blocks run and both residuals are remembered.
 The reference moves only on computed steps, so drift over skipped steps accumulates until a
-step is computed again. `threshold` 0 never skips (identical to no cache); ~0.05-0.1 skips a
-third to a half of the steps of a 50-step video.
+step is computed again. `threshold` 0 never skips (identical to no cache).
+
+What a threshold skips depends on the weights: `changes` keeps every step's relative change, so
+a sampling run shows the range to pick from (`summary()`). Measured on an H100 with random 2B
+weights, 50 steps: every change was between 0.3 and 1.0 (0.3 skipped none, 1.0 skipped 43).
 
 One `StepCache` lives for one sampling call (the sampler creates it and passes it to the
 network as the `step_cache` model input, the CFG batch included); `steps` / `skipped` count.
@@ -16,7 +19,8 @@ network as the `step_cache` model input, the CFG batch included); `steps` / `ski
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 
 import torch
 
@@ -30,6 +34,7 @@ class StepCache:
     rest_residual: torch.Tensor | None = None
     steps: int = 0
     skipped: int = 0
+    changes: list[float] = field(default_factory=list)  # each step's `change` after the first
 
     def __post_init__(self) -> None:
         if not isinstance(self.threshold, (int, float)) or isinstance(self.threshold, bool) or self.threshold < 0:
@@ -51,9 +56,19 @@ class StepCache:
         after_first = first_block(hidden)
         first_residual = after_first - hidden
         change = self.change(first_residual)
+        if change is not None:
+            self.changes.append(change)
         if change is not None and change < self.threshold:
             self.skipped += 1
             return after_first + self.rest_residual
         out = rest_blocks(after_first)
         self.first_residual, self.rest_residual = first_residual, out - after_first
         return out
+
+    def summary(self) -> str:
+        """'skipped K/N steps at T, change per step min/median/max a/b/c': what to set T from."""
+        text = f"skipped {self.skipped}/{self.steps} steps at {self.threshold:g}"
+        if self.changes:
+            low, mid, high = min(self.changes), statistics.median(self.changes), max(self.changes)
+            text += f", change per step min/median/max {low:.3g}/{mid:.3g}/{high:.3g}"
+        return text

@@ -126,6 +126,13 @@ def prompt_source(args: argparse.Namespace, placement: SamplingPlacement) -> Ite
     return prompts
 
 
+def step_cache_note(engine: Any) -> str:
+    """', step cache: skipped K/N steps ... change per step ...' of the last sample where the
+    sampler's step cache is on: the changes are what a threshold is chosen from."""
+    cache = getattr(engine.sampler, "last_step_cache", None)
+    return f", step cache: {cache.summary()}" if cache is not None else ""
+
+
 @torch.no_grad()
 def sample_prompt(
     engine: Any, prompt: Prompt, args: argparse.Namespace, placement: SamplingPlacement, shape: tuple[int, int, int, int]
@@ -146,7 +153,7 @@ def sample_prompt(
         # 3. latents only, or decoded frames as mp4 + contact sheet
         if args.only_save_latents:
             written += write_latents(z.permute(0, 2, 1, 3, 4) / engine.scale_factor, folder, prompt.text)
-            print(f"prompt {prompt.index} sample {index}: {sampled:.1f} s sampling -> {folder}", flush=True)
+            print(f"prompt {prompt.index} sample {index}: {sampled:.1f} s sampling{step_cache_note(engine)} -> {folder}", flush=True)
             continue
         start = time.perf_counter()
         video = decode_samples(
@@ -154,7 +161,8 @@ def sample_prompt(
         )[0]
         decoded = time.perf_counter() - start
         written += write_video(video, folder, args.sampling_fps, prompt.text)
-        print(f"prompt {prompt.index} sample {index}: {sampled:.1f} s sampling, {decoded:.1f} s decoding -> {folder}", flush=True)
+        print(f"prompt {prompt.index} sample {index}: {sampled:.1f} s sampling{step_cache_note(engine)}, {decoded:.1f} s decoding -> {folder}",
+              flush=True)
     return written
 
 

@@ -69,3 +69,6 @@ def test_cache_compares_with_the_last_computed_step():
     # 1.6 vs the last computed 1 (not 1.2): change 0.6, computed again
     assert torch.equal(cache.run(ones, lambda h: h + 1.6, rest), ones + 11.6)
     assert (cache.steps, cache.skipped) == (3, 1)
+    # every step after the first keeps its change, so a run shows what a threshold would skip
+    assert cache.changes == pytest.approx([0.2, 0.6])
+    assert cache.summary() == "skipped 1/3 steps at 0.5, change per step min/median/max 0.2/0.4/0.6"

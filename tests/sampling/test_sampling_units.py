@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from cogvideox_sat.sampling.decoding import chunk_sizes, decode_options, num_video_frames
 from cogvideox_sat.sampling.images import load_condition_image
-from cogvideox_sat.sampling.main import INFERENCE_OVERRIDES, sample_seed, sampling_model_config
+from cogvideox_sat.sampling.main import INFERENCE_OVERRIDES, sample_seed, sampling_model_config, step_cache_note
 from cogvideox_sat.sampling.outputs import sample_folder
 from cogvideox_sat.sampling.prompts import Prompt, parse_prompt, read_prompt_file, read_stdin
 from cogvideox_sat.io.lora_state import is_lora_only, lora_layer_names
@@ -170,3 +170,19 @@ def test_local_device_choices(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("LOCAL_RANK", "5")
     assert local_device(-1) == torch.device("cuda", 5)
+
+
+# ---- step cache report ----------------------------------------------------------------------
+
+
+@torch.no_grad()
+def test_the_sample_line_reports_the_step_cache_only_when_it_is_on():
+    from cogvideox_sat.diffusion.step_cache import StepCache
+
+    assert step_cache_note(SimpleNamespace(sampler=SimpleNamespace(last_step_cache=None))) == ""
+    cache = StepCache(0.5)
+    hidden = torch.ones(2, 3)
+    for shift in (1.0, 1.2, 1.6):  # changes 0.2 (skipped) and 0.6 against the first step's residual
+        cache.run(hidden, lambda h, s=shift: h + s, lambda h: h + 10)
+    note = step_cache_note(SimpleNamespace(sampler=SimpleNamespace(last_step_cache=cache)))
+    assert note == ", step cache: skipped 1/3 steps at 0.5, change per step min/median/max 0.2/0.4/0.6"
