@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from cogvideox_sat.config import load_configs
 from cogvideox_sat.data import LatentCache, SFTDataset, check_cache_matches_model
 from cogvideox_sat.data.hashing import HashMemo
 from cogvideox_sat.demo.clips import make_sft_folder
+from tests._scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 # The demo VAE encodes its posterior mean (`sample: false`); this overlay restores the official
@@ -22,11 +22,9 @@ CONFIGS = [str(REPO / "configs/demo/tiny_t2v.yaml"), str(REPO / "configs/demo/sf
 PARAMS = {"video_size": [64, 96], "fps": 8, "max_num_frames": 9, "skip_frms_num": 0.0}
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("build_latent_cache", REPO / "tools" / "build_latent_cache.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_tool(monkeypatch: pytest.MonkeyPatch):
+    """tools/build_latent_cache.py, registered in sys.modules until the test ends."""
+    return load_script(REPO / "tools" / "build_latent_cache.py", "build_latent_cache", monkeypatch)
 
 
 @pytest.fixture
@@ -39,8 +37,8 @@ def demo_assets(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_tool_builds_resumes_and_matches_the_models(demo_assets, capsys):
-    tool = load_tool()
+def test_tool_builds_resumes_and_matches_the_models(demo_assets, capsys, monkeypatch):
+    tool = load_tool(monkeypatch)
     argv = ["--base", *CONFIGS, "--cache-dir", "cache", "--device", "cpu", "--num-workers", "0", "--no-progress"]
     assert tool.main(argv) == 0
     assert "3 written" in capsys.readouterr().out
@@ -75,10 +73,10 @@ def test_tool_builds_resumes_and_matches_the_models(demo_assets, capsys):
     check_cache_matches_model(cached.latent_cache, cfg.section("model"), first_stage=vae)
 
 
-def test_tool_refuses_an_i2v_cache_without_first_frames(demo_assets, capsys):
+def test_tool_refuses_an_i2v_cache_without_first_frames(demo_assets, capsys, monkeypatch):
     configs = [str(REPO / "configs/demo/tiny_i2v.yaml"), CONFIGS[1]]
     argv = ["--base", *configs, "--cache-dir", "cache", "--device", "cpu", "--no-first-frame", "--no-progress"]
-    assert load_tool().main(argv) == 2
+    assert load_tool(monkeypatch).main(argv) == 2
     assert "noised_image_input" in capsys.readouterr().err
     assert not (demo_assets / "cache").exists()
 
@@ -86,7 +84,7 @@ def test_tool_refuses_an_i2v_cache_without_first_frames(demo_assets, capsys):
 def test_tool_split_over_processes_deals_out_samples_and_memos(demo_assets, capsys, monkeypatch):
     """torchrun's RANK / WORLD_SIZE: each process encodes its share and keeps its own digest memo;
     a single process then finds everything, and training hashes nothing again."""
-    tool = load_tool()
+    tool = load_tool(monkeypatch)
     argv = ["--base", *CONFIGS, "--cache-dir", "cache", "--device", "cpu", "--num-workers", "0", "--no-progress"]
     for rank, written in ((0, 2), (1, 1)):  # 3 clips: samples 0 and 2, then sample 1
         monkeypatch.setenv("RANK", str(rank))

@@ -3,7 +3,6 @@ windows, invalidation by params, uncached shards, rank split, and the tool on de
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 from pathlib import Path
@@ -19,6 +18,7 @@ from cogvideox_sat.data.shard_keys import window_rng
 from cogvideox_sat.data.shards import iter_shard
 from cogvideox_sat.demo.clips import make_clip
 from cogvideox_sat.demo.shards import write_shard
+from tests._scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = {"image_size": [16, 24], "num_frames": 9, "fps": 8, "skip_frms_num": 0.0, "shuffle_buffer": 1}
@@ -187,9 +187,7 @@ def test_tool_builds_a_shard_cache_and_train_video_trains_on_it(tmp_path, monkey
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
     base = [str(model_yaml), "run.yaml"]
 
-    spec = importlib.util.spec_from_file_location("build_latent_cache", REPO / "tools" / "build_latent_cache.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script(REPO / "tools" / "build_latent_cache.py", "build_latent_cache", monkeypatch)
     assert tool.main(["--base", *base, "--device", "cpu", "--num-workers", "2", "--windows", "2", "--no-progress"]) == 0
     assert "8 samples: 0 already cached, 8 written" in capsys.readouterr().out  # 2 shards x 2 samples x 2 windows
     assert len(list((tmp_path / "cache" / "entries").rglob("*.safetensors"))) == 8

@@ -7,28 +7,19 @@ stand-ins that die, the third is the real --tiny case."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.benchmarks import load_benchmark
 
 pytest.importorskip("diffusers")
 pytest.importorskip("deepspeed")
 
 
-def load_benchmark(monkeypatch: pytest.MonkeyPatch):
-    spec = importlib.util.spec_from_file_location("sft_vs_diffusers_bench", REPO / "benchmarks" / "sft_vs_diffusers.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_killed_child_is_a_failed_row_and_the_next_case_runs(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
-    bench = load_benchmark(monkeypatch)
+    bench = load_benchmark("sft_vs_diffusers", "sft_vs_diffusers_bench", monkeypatch)
     real_command = bench.child_command
 
     def command(argv, name, impl, setting, json_out):

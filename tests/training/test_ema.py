@@ -106,17 +106,12 @@ def test_sampling_accepts_an_ema_folder_and_checks_the_ema_flag(tmp_path: Path) 
     assert not bad.ok and "2-ema" in msg
 
 
-def test_tools_take_the_ema_weights(tmp_path: Path) -> None:
-    import importlib.util
-
+def test_tools_take_the_ema_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests._scripts import load_script
     from tests.conftest import REPO
 
     run = _fake_run(tmp_path / "run")
-    tools = {}
-    for name in ("convert_weight_sat2hf", "export_sat_lora_weight"):
-        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-        tools[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(tools[name])
+    tools = {name: load_script(REPO / "tools" / f"{name}.py", name, monkeypatch) for name in ("convert_weight_sat2hf", "export_sat_lora_weight")}
     args = tools["convert_weight_sat2hf"].parse_args(["--transformer_ckpt_path", str(run), "--output_path", "x", "--ema"])
     assert args.transformer_ckpt_path == str(run / "2-ema")
     args = tools["export_sat_lora_weight"].parse_args(["--sat_pt_path", str(run), "--lora_save_directory", "x", "--ema"])
