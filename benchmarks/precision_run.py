@@ -176,9 +176,11 @@ def wait_case(case: str, work: Path, proc: subprocess.Popen, deadline: float | N
                 break
             if report is not None:
                 report()
-    if proc.returncode != 0 and deadline is not None and time.monotonic() >= deadline:  # stopped here (or with the others)
+    budget_spent = deadline is not None and time.monotonic() >= deadline
+    if proc.returncode == EXIT_SAVED_ON_SIGNAL or (proc.returncode != 0 and budget_spent):  # our stop, or a signal from outside
+        why = "at the time budget (--budget-s)" if budget_spent else "by a signal"
         saved = "saved its step (--reuse resumes it)" if proc.returncode == EXIT_SAVED_ON_SIGNAL else "killed before saving"
-        print(f"  {case}: stopped at the time budget (--budget-s), {saved}; reporting the steps it logged", flush=True)
+        print(f"  {case}: stopped {why}, {saved}; reporting the steps it logged", flush=True)
         return False
     if proc.returncode != 0:
         print((work / "train.log").read_text()[-6000:])
