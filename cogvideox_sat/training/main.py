@@ -258,6 +258,8 @@ def _train(args: argparse.Namespace, signals: SignalWatch) -> LoopState:
         if placement.is_main:
             note = "" if exact else " (no_load_rng or another process count: random streams reseeded)"
             print(f"resumed from {resume_from} at iteration {state.iteration}{note}", flush=True)
+            for change in getattr(ds_engine.lr_scheduler, "changes", []):  # e.g. train_iters raised to train longer
+                print(f"warning: the LR schedule follows the config, not the checkpoint: {change}", flush=True)
     ema = start_ema(ds_engine, args.deepspeed_config, resume_from, tag)
 
     logger = MetricsLogger(run_dir, enabled=placement.is_main, use_wandb=args.wandb, wandb_project=args.wandb_project_name)

@@ -44,5 +44,39 @@ class LRSchedule:
         return self.min_ratio**progress
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+class ConfiguredLR(torch.optim.lr_scheduler.LambdaLR):
+    """LambdaLR whose schedule and base LRs stay the config's when a checkpoint is loaded.
+
+    torch's LambdaLR restores the saved schedule object's fields and base LRs over the ones it was
+    built with, so a run resumed with a longer `train_iters` would silently keep the old schedule
+    (and its LR of 0 after the old end). Here the iteration count comes from the checkpoint, the
+    schedule from the config; `changes` lists what differed from the checkpoint, for the caller to
+    report. With an unchanged config the LR is the same as the uninterrupted run's.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> None:
+        self.changes: list[str] = []
+        super().__init__(optimizer, schedule)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state = dict(state_dict)
+        saved_schedules = state.pop("lr_lambdas", None) or []
+        saved_base = state.pop("base_lrs", None)
+        base = list(self.base_lrs)
+        super().load_state_dict({**state, "base_lrs": base, "lr_lambdas": [None] * len(self.lr_lambdas)})
+        changes = []
+        for index, (schedule, saved) in enumerate(zip(self.lr_lambdas, saved_schedules)):
+            for name, value in (saved or {}).items():
+                if getattr(schedule, name, value) != value:
+                    changes.append(f"param group {index}: {name} {value} -> {getattr(schedule, name)}")
+        if saved_base is not None and list(saved_base) != base:
+            changes.append(f"base LR {saved_base} -> {base}")
+        self.changes = changes
+        if changes:  # the next step's LR from the config's schedule, not the checkpoint's
+            self._last_lr = self.get_lr()
+            for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+                group["lr"] = lr
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> ConfiguredLR:
+    return ConfiguredLR(optimizer, schedule)

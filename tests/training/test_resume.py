@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cogvideox_sat.training.metrics import read_metrics
 from tests.train_runs import demo_overlay, losses, make_demo_assets, run_dir_of, train_command
 
 pytestmark = pytest.mark.slow
@@ -44,3 +45,18 @@ def test_finetune_from_a_checkpoint_starts_at_iteration_zero(assets: Path, tmp_p
     out = finish(launch(tmp_path, "tiny_t2v_lora.yaml", overlay(assets, tuned, mode="finetune", load=str(base_run))))
     assert "loaded" in out and "missing in checkpoint" not in out
     assert sorted(losses(run_dir_of(tuned))) == [1, 2]
+
+
+def test_resuming_with_more_train_iters_trains_on_with_the_configs_schedule(assets: Path, tmp_path: Path) -> None:
+    # the common "train longer" resume: the checkpoint's schedule ended at iteration 2 (LR 0 there);
+    # the config's 4-iteration schedule must act for iterations 3-4, and say so
+    save = tmp_path / "runs"
+    finish(launch(tmp_path, "tiny_t2v.yaml", overlay(assets, save, warmup=0.0)))
+    run = run_dir_of(save)
+    out = finish(launch(tmp_path, "tiny_t2v.yaml", overlay(assets, save, warmup=0.0, train_iters=4, save_interval=4), "--resume", str(run)))
+    assert "warning: the LR schedule follows the config, not the checkpoint: param group 0: total_iters 2 -> 4" in out
+    lrs = {r["iteration"]: r["lr"] for r in read_metrics(run) if "lr" in r}
+    finish(launch(tmp_path, "tiny_t2v.yaml", overlay(assets, tmp_path / "straight", warmup=0.0, train_iters=4, save_interval=4)))
+    straight = {r["iteration"]: r["lr"] for r in read_metrics(run_dir_of(tmp_path / "straight")) if "lr" in r}
+    assert sorted(lrs) == [1, 2, 3, 4] and lrs[3] > 0
+    assert [lrs[3], lrs[4]] == pytest.approx([straight[3], straight[4]])  # as a 4-iteration run from the start

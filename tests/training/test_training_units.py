@@ -18,7 +18,7 @@ from cogvideox_sat.training.checkpoint import (
 )
 from cogvideox_sat.training.data import BatchStream, ResumableShardSampler, build_loader
 from cogvideox_sat.training.loop import LoopConfig, LoopState, NonFiniteLossError, train_step
-from cogvideox_sat.training.schedule import LRSchedule
+from cogvideox_sat.training.schedule import LRSchedule, build_scheduler
 
 
 # ---- LR schedule -------------------------------------------------------------------------
@@ -38,6 +38,42 @@ def test_lr_never_negative_and_warms_up(style: str) -> None:
 def test_lr_is_a_function_of_the_iteration_only() -> None:
     sched = LRSchedule(total_iters=50, warmup_fraction=0.0, style="linear")
     assert sched(25) == pytest.approx(0.5) and sched(0) == 1.0
+
+
+def _scheduler_at(iteration: int, schedule: LRSchedule, lr: float):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = build_scheduler(opt, schedule)
+    for _ in range(iteration):
+        opt.step()
+        sched.step()
+    return opt, sched
+
+
+def test_a_resumed_schedule_is_the_checkpoints_when_the_config_is_unchanged() -> None:
+    schedule = LRSchedule(total_iters=10, warmup_fraction=0.2, style="cosine")
+    saved_opt, saved = _scheduler_at(4, schedule, 1e-3)
+    opt, resumed = _scheduler_at(0, schedule, 1e-3)
+    opt.load_state_dict(saved_opt.state_dict())  # as DeepSpeed loads them: optimizer, then scheduler
+    resumed.load_state_dict(saved.state_dict())
+    assert resumed.changes == [] and resumed.last_epoch == 4
+    _, uninterrupted = _scheduler_at(6, schedule, 1e-3)
+    for _ in range(2):
+        opt.step()
+        resumed.step()
+    assert resumed.get_last_lr() == pytest.approx(uninterrupted.get_last_lr())
+
+
+def test_a_longer_train_iters_on_resume_is_followed_and_reported() -> None:
+    # torch's LambdaLR would put the checkpoint's total_iters (2) back: LR 0 for every extra step
+    saved_opt, saved = _scheduler_at(2, LRSchedule(total_iters=2, warmup_fraction=0.0), 1e-3)
+    longer = LRSchedule(total_iters=4, warmup_fraction=0.0)
+    opt, resumed = _scheduler_at(0, longer, 2e-3)
+    opt.load_state_dict(saved_opt.state_dict())
+    resumed.load_state_dict(saved.state_dict())
+    assert resumed.changes == ["param group 0: total_iters 2 -> 4", "base LR [0.001] -> [0.002]"]
+    assert resumed.last_epoch == 2 and resumed.lr_lambdas[0] is longer
+    assert opt.param_groups[0]["lr"] == pytest.approx(2e-3 * longer(2))  # the next step's, from the config
+    assert longer(2) == 0.5
 
 
 # ---- checkpoints -------------------------------------------------------------------------
