@@ -24,6 +24,7 @@ from cogvideox_sat.registry import allow_any_target
 from cogvideox_sat.training.checkpoint import MODEL_STATES, choose_resume_tag, resume_checkpoint
 from cogvideox_sat.training.data import BatchStream, build_loader, build_training_data
 from cogvideox_sat.training.ema import WeightEma, adam_params, ema_settings, ema_tag, has_ema
+from cogvideox_sat.training.hyperparams import group_settings, restore_settings
 from cogvideox_sat.training.loop import LoopConfig, LoopState, run_loop
 from cogvideox_sat.training.metrics import MetricsLogger
 from cogvideox_sat.training.preemption import SignalWatch, ignore_stop_signals
@@ -246,7 +247,9 @@ def _train(args: argparse.Namespace, signals: SignalWatch) -> LoopState:
     # 3. exact resume: weights, optimizer, scheduler (DeepSpeed), then RNG and data position
     state = LoopState()
     if resume_from is not None:
+        settings = group_settings(ds_engine.optimizer)  # the config's, which the checkpoint's would replace
         client = resume_checkpoint(ds_engine, resume_from, load_dir, tag)
+        changes = restore_settings(ds_engine.optimizer, settings) + getattr(ds_engine.lr_scheduler, "changes", [])
         state.iteration = state.last_saved = int(client["iteration"])
         state.skipped.update(client.get("skipped", {}))
         stream.load_state_dict(data_position(client, placement.dp_world_size))
@@ -258,8 +261,8 @@ def _train(args: argparse.Namespace, signals: SignalWatch) -> LoopState:
         if placement.is_main:
             note = "" if exact else " (no_load_rng or another process count: random streams reseeded)"
             print(f"resumed from {resume_from} at iteration {state.iteration}{note}", flush=True)
-            for change in getattr(ds_engine.lr_scheduler, "changes", []):  # e.g. train_iters raised to train longer
-                print(f"warning: the LR schedule follows the config, not the checkpoint: {change}", flush=True)
+            for change in changes:  # e.g. train_iters raised to train longer
+                print(f"warning: the optimizer and LR schedule follow the config, not the checkpoint: {change}", flush=True)
     ema = start_ema(ds_engine, args.deepspeed_config, resume_from, tag)
 
     logger = MetricsLogger(run_dir, enabled=placement.is_main, use_wandb=args.wandb, wandb_project=args.wandb_project_name)

@@ -47,14 +47,18 @@ def test_finetune_from_a_checkpoint_starts_at_iteration_zero(assets: Path, tmp_p
     assert sorted(losses(run_dir_of(tuned))) == [1, 2]
 
 
-def test_resuming_with_more_train_iters_trains_on_with_the_configs_schedule(assets: Path, tmp_path: Path) -> None:
+def test_resuming_with_more_train_iters_and_another_weight_decay_follows_the_config(assets: Path, tmp_path: Path) -> None:
     # the common "train longer" resume: the checkpoint's schedule ended at iteration 2 (LR 0 there);
-    # the config's 4-iteration schedule must act for iterations 3-4, and say so
+    # the config's 4-iteration schedule and its new weight decay must act for iterations 3-4, and say so
     save = tmp_path / "runs"
     finish(launch(tmp_path, "tiny_t2v.yaml", overlay(assets, save, warmup=0.0)))
     run = run_dir_of(save)
-    out = finish(launch(tmp_path, "tiny_t2v.yaml", overlay(assets, save, warmup=0.0, train_iters=4, save_interval=4), "--resume", str(run)))
-    assert "warning: the LR schedule follows the config, not the checkpoint: param group 0: total_iters 2 -> 4" in out
+    longer = {**overlay(assets, save, warmup=0.0, train_iters=4, save_interval=4), "deepspeed": {"optimizer": {"params": {"weight_decay": 0.05}}}}
+    out = finish(launch(tmp_path, "tiny_t2v.yaml", longer, "--resume", str(run)))
+    warning = "warning: the optimizer and LR schedule follow the config, not the checkpoint: "
+    assert warning + "param group 0: total_iters 2 -> 4" in out
+    assert warning + "param group 0: weight_decay 0.0001 -> 0.05" in out
+    assert "param group 1: weight_decay" not in out  # biases and norms keep no decay
     lrs = {r["iteration"]: r["lr"] for r in read_metrics(run) if "lr" in r}
     finish(launch(tmp_path, "tiny_t2v.yaml", overlay(assets, tmp_path / "straight", warmup=0.0, train_iters=4, save_interval=4)))
     straight = {r["iteration"]: r["lr"] for r in read_metrics(run_dir_of(tmp_path / "straight")) if "lr" in r}

@@ -76,6 +76,23 @@ def test_a_longer_train_iters_on_resume_is_followed_and_reported() -> None:
     assert longer(2) == 0.5
 
 
+def test_resumed_optimizer_settings_are_the_configs() -> None:
+    from cogvideox_sat.training.hyperparams import group_settings, restore_settings
+
+    def adamw(weight_decay: float, betas) -> torch.optim.AdamW:
+        w, b = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.ones(2))
+        return torch.optim.AdamW([{"params": [w]}, {"params": [b], "weight_decay": 0.0}], lr=1e-3, weight_decay=weight_decay, betas=betas)
+
+    saved = adamw(1e-4, (0.9, 0.95)).state_dict()
+    opt = adamw(0.05, [0.9, 0.95])  # the config's YAML list
+    settings = group_settings(opt)
+    opt.load_state_dict(saved)
+    assert opt.param_groups[0]["weight_decay"] == 1e-4  # torch puts the checkpoint's back
+    assert restore_settings(opt, settings) == ["param group 0: weight_decay 0.0001 -> 0.05"]  # betas equal as list and tuple
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+    assert restore_settings(opt, settings) == []
+
+
 # ---- checkpoints -------------------------------------------------------------------------
 class FakeDeepSpeed:
     """Writes the tag folder like DeepSpeed; `fail` simulates a save killed halfway."""
