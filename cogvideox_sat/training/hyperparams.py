@@ -11,14 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 SCHEDULED = ("lr", "initial_lr")
 
 
-def group_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+def param_groups(optimizer: Any) -> list[dict[str, Any]]:
+    """The groups of a torch optimizer or of the DeepSpeed wrapper around one (ZeRO's and the fp16
+    wrappers expose `param_groups`; the bf16 one only holds the torch optimizer as `.optimizer`)."""
+    while not hasattr(optimizer, "param_groups") and hasattr(optimizer, "optimizer"):
+        optimizer = optimizer.optimizer
+    return optimizer.param_groups
+
+
+def group_settings(optimizer: Any) -> list[dict[str, Any]]:
     """Every param group's settings (all but its parameters)."""
-    return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    return [{k: v for k, v in group.items() if k != "params"} for group in param_groups(optimizer)]
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -28,11 +34,11 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def restore_settings(optimizer: torch.optim.Optimizer, settings: list[dict[str, Any]]) -> list[str]:
+def restore_settings(optimizer: Any, settings: list[dict[str, Any]]) -> list[str]:
     """Put `settings` (from `group_settings`) back into the loaded optimizer's groups; one line per
     value the checkpoint had that differed."""
     changes = []
-    for index, (group, wanted) in enumerate(zip(optimizer.param_groups, settings)):
+    for index, (group, wanted) in enumerate(zip(param_groups(optimizer), settings)):
         for key, value in wanted.items():
             if key in SCHEDULED or key not in group or _same(group[key], value):
                 continue

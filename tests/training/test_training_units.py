@@ -91,6 +91,9 @@ def test_resumed_optimizer_settings_are_the_configs() -> None:
     assert restore_settings(opt, settings) == ["param group 0: weight_decay 0.0001 -> 0.05"]  # betas equal as list and tuple
     assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
     assert restore_settings(opt, settings) == []
+    wrapper = SimpleNamespace(optimizer=opt)  # DeepSpeed's bf16 wrapper has no param_groups of its own
+    opt.param_groups[0]["eps"] = 1.0
+    assert restore_settings(wrapper, group_settings(adamw(0.05, (0.9, 0.95)))) == ["param group 0: eps 1.0 -> 1e-08"]
 
 
 # ---- checkpoints -------------------------------------------------------------------------
