@@ -264,6 +264,8 @@ def _train(args: argparse.Namespace, signals: SignalWatch) -> LoopState:
             for change in changes:  # e.g. train_iters raised to train longer
                 print(f"warning: the optimizer and LR schedule follow the config, not the checkpoint: {change}", flush=True)
     ema = start_ema(ds_engine, args.deepspeed_config, resume_from, tag)
+    for change in ema.changes if ema is not None and placement.is_main else []:
+        print(f"warning: the EMA follows the config, not the checkpoint: {change}", flush=True)
 
     logger = MetricsLogger(run_dir, enabled=placement.is_main, use_wandb=args.wandb, wandb_project=args.wandb_project_name)
     try:

@@ -49,6 +49,22 @@ def test_plain_module_shadow_follows_the_recurrence_from_the_start_weights() -> 
     assert ema.num_updates == 3
 
 
+def test_a_resumed_ema_keeps_its_step_count_and_reports_changed_settings(tmp_path: Path) -> None:
+    model = torch.nn.Linear(4, 3)
+    saved = WeightEma(model, EmaSettings(0.999))
+    saved.update()
+    saved.update()
+    weights = {k: v.detach() for k, v in model.state_dict().items()}
+    saved.save(weights, tmp_path / "2-ema" / "mp_rank_00_model_states.pt", 2)
+    same = WeightEma(model, EmaSettings(0.999))
+    same.load(tmp_path / "2-ema" / "mp_rank_00_model_states.pt")
+    assert same.num_updates == 2 and same.changes == []
+    other = WeightEma(model, EmaSettings(0.99, warmup=False))
+    other.load(tmp_path / "2-ema" / "mp_rank_00_model_states.pt")
+    assert other.num_updates == 2 and other.settings.decay == 0.99  # the config's settings go on
+    assert other.changes == ["ema_decay 0.999 -> 0.99", "use_num_upates True -> False"]
+
+
 def test_adam_params_drop_only_the_ema_keys() -> None:
     params = {"lr": 1e-3, "ema_decay": 0.99, "use_num_upates": True, "betas": [0.9, 0.95], "adam_w_mode": True}
     assert adam_params(params) == {"lr": 1e-3, "betas": [0.9, 0.95]}
