@@ -18,8 +18,8 @@ network as the `step_cache` model input, the CFG batch included); `steps` / `ski
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch

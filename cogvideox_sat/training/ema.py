@@ -182,10 +182,10 @@ class WeightEma:
             raise RuntimeError(f"{path} lacks the EMA of {len(missing)} trainable tensors (first: {missing[:1]}) or its step count: "
                                "it was written by another model config; resume with the config that wrote it")
         self.num_updates = int(blob["ema"]["num_updates"])
-        saved = {"ema_decay": blob["ema"].get("decay"), "use_num_upates": blob["ema"].get("warmup")}
+        written = {"ema_decay": blob["ema"].get("decay"), "use_num_upates": blob["ema"].get("warmup")}
         current = {"ema_decay": self.settings.decay, "use_num_upates": self.settings.warmup}
         # the config's settings go on from the saved step count; say where they differ
-        self.changes = [f"{key} {saved[key]} -> {current[key]}" for key in saved if saved[key] is not None and saved[key] != current[key]]
+        self.changes = [f"{key} {written[key]} -> {current[key]}" for key in written if written[key] is not None and written[key] != current[key]]
         for name, shadow in self.shadow.items():
             piece = self._pieces[name]
             saved = blob["module"][name].reshape(-1)

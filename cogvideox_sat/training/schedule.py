@@ -64,16 +64,17 @@ class ConfiguredLR(torch.optim.lr_scheduler.LambdaLR):
         saved_base = state.pop("base_lrs", None)
         base = list(self.base_lrs)
         super().load_state_dict({**state, "base_lrs": base, "lr_lambdas": [None] * len(self.lr_lambdas)})
-        changes = []
-        for index, (schedule, saved) in enumerate(zip(self.lr_lambdas, saved_schedules)):
+        changes: list[str] = []  # every group shares one schedule: each difference once
+        for schedule, saved in zip(self.lr_lambdas, saved_schedules):
             for name, value in (saved or {}).items():
-                if getattr(schedule, name, value) != value:
-                    changes.append(f"param group {index}: {name} {value} -> {getattr(schedule, name)}")
+                line = f"{name} {value} -> {getattr(schedule, name, value)}"
+                if getattr(schedule, name, value) != value and line not in changes:
+                    changes.append(line)
         if saved_base is not None and list(saved_base) != base:
             changes.append(f"base LR {saved_base} -> {base}")
         self.changes = changes
         if changes:  # the next step's LR from the config's schedule, not the checkpoint's
-            self._last_lr = self.get_lr()
+            self._last_lr = [lr * schedule(self.last_epoch) for lr, schedule in zip(self.base_lrs, self.lr_lambdas)]
             for group, lr in zip(self.optimizer.param_groups, self._last_lr):
                 group["lr"] = lr
 
