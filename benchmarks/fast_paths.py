@@ -9,8 +9,9 @@ rowwise) plus `+store8` (FP8 base storage).
 Sampling rows: 2B (random weights, random T5-sized text, CFG as one batch, compiled layers),
 50 steps of the config's sampler at 49x480x720 without decoding; `+cacheT` samples with the
 first-block step cache at threshold T, reporting the skipped steps and the PSNR of its latents
-against the uncached ones of the same seed. Random weights change little between steps, so the
-skip counts of trained weights differ; the timing per computed step does not.
+against the uncached ones of the same seed, and the first block's change per step (min / median /
+max) that the threshold is compared with. Random weights give other changes than trained ones (on
+an H100, 2B: 0.3-1.0 per step), so their skip counts differ; the time per computed step does not.
 
     python benchmarks/fast_paths.py                                   # every case (~15 min: use --only)
     python benchmarks/fast_paths.py --only cudnn store8 --budget-s 480 # cases whose label contains a word
