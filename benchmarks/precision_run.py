@@ -49,7 +49,7 @@ from common import print_header  # noqa: E402
 from train_run import build_cache, make_assets, overlay  # noqa: E402
 
 from cogvideox_sat.io.sat_checkpoint import read_module_state  # noqa: E402
-from cogvideox_sat.training.metrics import read_metrics  # noqa: E402
+from cogvideox_sat.training.metrics import read_metrics, step_records  # noqa: E402
 from cogvideox_sat.training.preemption import EXIT_SAVED_ON_SIGNAL  # noqa: E402
 
 CONFIGS = {"2b_lora": REPO / "configs/cogvideox_2b_lora.yaml", "2b_sft": REPO / "configs/cogvideox_2b.yaml",
@@ -188,18 +188,11 @@ def wait_case(case: str, work: Path, proc: subprocess.Popen, deadline: float | N
     return True
 
 
-def step_records(run_dir: Path) -> list[dict[str, Any]]:
-    """One record per training step, in step order: a resumed run logs again the steps between its
-    checkpoint and the stop, and the later record of a step is the one that lasted."""
-    by_iteration = {r["iteration"]: r for r in read_metrics(run_dir) if "loss" in r}
-    return [by_iteration[i] for i in sorted(by_iteration)]
-
-
 def progress_line(case: str, work: Path) -> str:
     """Where one running case is: its last logged step, or while it sets up the last line of its log."""
     runs = _run_dirs(work)
     try:
-        records = step_records(runs[0]) if len(runs) == 1 else []
+        records = step_records(read_metrics(runs[0])) if len(runs) == 1 else []
     except OSError:  # not written yet
         records = []
     if records:
@@ -243,7 +236,7 @@ def read_outcome(case: str, work: Path, complete: bool) -> Outcome | None:
     if it logged no step). A run stopped while writing its final checkpoint still has that
     checkpoint's weights and EMA checked, each where its file was completely written."""
     runs = _run_dirs(work)
-    records = step_records(runs[0]) if len(runs) == 1 else []
+    records = step_records(read_metrics(runs[0])) if len(runs) == 1 else []
     if not records:
         return None
     run_dir, last = runs[0], records[-1]

@@ -37,9 +37,16 @@ def _drop_torn_record(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
+def step_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One training-step record per iteration, in iteration order: a resumed run logs again the
+    steps between its checkpoint and the stop, and the later record of a step is the one that lasted."""
+    by_iteration = {r["iteration"]: r for r in records if "loss" in r}
+    return [by_iteration[i] for i in sorted(by_iteration)]
+
+
 def losses_by_iteration(records: list[dict[str, Any]]) -> dict[int, float]:
-    """The last logged loss per iteration (a resumed run logs again the steps after its checkpoint)."""
-    return {r["iteration"]: r["loss"] for r in records if "loss" in r}
+    """The last logged loss per iteration (see `step_records`)."""
+    return {r["iteration"]: r["loss"] for r in step_records(records)}
 
 
 class MetricsLogger:

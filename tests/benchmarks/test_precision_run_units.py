@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cogvideox_sat.training.metrics import read_metrics, step_records
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -186,7 +187,7 @@ def test_steps_logged_again_after_a_resume_count_once(tmp_path: Path) -> None:
     run.mkdir(parents=True)
     rows = [(1, 2.0), (2, 1.9), (3, 1.8), (2, 1.7), (3, 1.6), (4, 1.5)]  # saved at 1, killed after 3, resumed from 1
     (run / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i, "loss": v}) + "\n" for i, v in rows))
-    assert [(r["iteration"], r["loss"]) for r in precision_run.step_records(run)] == [(1, 2.0), (2, 1.7), (3, 1.6), (4, 1.5)]
+    assert [(r["iteration"], r["loss"]) for r in step_records(read_metrics(run))] == [(1, 2.0), (2, 1.7), (3, 1.6), (4, 1.5)]
     assert precision_run.resumable_run(tmp_path) is None  # no checkpoint: started again
     (run / "latest").write_text("1")
     assert precision_run.resumable_run(tmp_path) == run and not precision_run.completed_run(tmp_path, 4)
