@@ -79,17 +79,18 @@ def timed(fn, device: torch.device, repeat: int) -> float:
     return statistics.median(times)
 
 
-def projection_times(s: Shapes, lora_rank: int | None, device, dtype, repeat: int) -> dict[str, float]:
+def projection_times(s: Shapes, lora_rank: int | None, device, dtype, repeat: int, batch: int = 1) -> dict[str, float]:
     """Seconds per layer: forward, input gradient, weight gradient of the projections; LoRA
-    forward + backward of the adapted ones (qkv and attention output, as the official LoRA)."""
+    forward + backward of the adapted ones (qkv and attention output, as the official LoRA).
+    `batch` samples of `s.tokens` tokens each go through every projection as one matrix."""
     x_of = {"qkv": s.hidden, "dense": s.hidden, "fc1": s.hidden, "fc2": s.mlp}
     out_of = {"qkv": 3 * s.hidden, "dense": s.hidden, "fc1": s.mlp * (2 if s.gated else 1), "fc2": s.hidden}
     result = {"forward": 0.0, "input_grad": 0.0, "weight_grad": 0.0, "lora": 0.0}
     for name in ("qkv", "dense", "fc1", "fc2"):
         k, n = x_of[name], out_of[name]
-        x = torch.randn(s.tokens, k, device=device, dtype=dtype)
+        x = torch.randn(batch * s.tokens, k, device=device, dtype=dtype)
         w = torch.randn(n, k, device=device, dtype=dtype) / math.sqrt(k)
-        g = torch.randn(s.tokens, n, device=device, dtype=dtype)
+        g = torch.randn(batch * s.tokens, n, device=device, dtype=dtype)
         result["forward"] += timed(lambda: x @ w.t(), device, repeat)
         result["input_grad"] += timed(lambda: g @ w, device, repeat)
         result["weight_grad"] += timed(lambda: g.t() @ x, device, repeat)
@@ -110,20 +111,23 @@ def projection_times(s: Shapes, lora_rank: int | None, device, dtype, repeat: in
     return result
 
 
-def attention_time(s: Shapes, backend: str, device, dtype, repeat: int) -> tuple[float, float]:
-    """Seconds per layer of attention forward, and forward + backward, with `backend`, each in
-    the layout the model hands it: (B, heads, S, d) for SDPA, (B, S, heads, d) for FA4."""
+def attention_time(s: Shapes, backend: str, device, dtype, repeat: int, batch: int = 1, backward: bool = True) -> tuple[float, float]:
+    """Seconds per layer of attention forward, and forward + backward (nan unless `backward`),
+    with `backend`, each in the layout the model hands it: (B, heads, S, d) for SDPA, (B, S,
+    heads, d) for FA4."""
     head_dim = s.hidden // s.heads
     if backend == "fa4":
         reason = flash_attention4.unavailable_reason(device, dtype, head_dim, 0.0)
         if reason is not None:
             raise RuntimeError(f"FlashAttention-4 {reason}")
-    shape = (1, s.tokens, s.heads, head_dim) if backend == "fa4" else (1, s.heads, s.tokens, head_dim)
+    shape = (batch, s.tokens, s.heads, head_dim) if backend == "fa4" else (batch, s.heads, s.tokens, head_dim)
     kernel = attention_bshd if backend == "fa4" else attention
     q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
     grad = torch.randn(shape, device=device, dtype=dtype)
     with torch.no_grad():
         forward = timed(lambda: kernel(q, k, v, backend=backend), device, repeat)
+    if not backward:
+        return forward, math.nan
 
     def both() -> None:
         out = kernel(q, k, v, backend=backend)
@@ -141,6 +145,36 @@ def bounds(proj: dict[str, float], attn_fwd: float, attn_both: float, layers: in
     return {"no recompute": keep_all, "selective": selective, "full": full}
 
 
+def sampling_bound(proj: dict[str, float], attn_fwd: float, layers: int, steps: int, decode_s: float) -> dict[str, float]:
+    """Sampling lower bounds (seconds): one denoising step (every layer's projections and
+    attention forward, CFG batch included in the timings) and a whole video (steps + decode)."""
+    step = layers * (proj["forward"] + attn_fwd)
+    return {"step": step, "video": steps * step + decode_s}
+
+
+def print_sampling(args: argparse.Namespace, s: Shapes, device, dtype) -> dict[str, dict[str, float]]:
+    batch = 2  # CFG: conditional and unconditional inputs as one batch
+    proj = projection_times(s, None, device, dtype, args.repeat, batch=batch)
+    print(f"sampling: {args.steps} steps, CFG as one batch of {batch}, forward only; projections {proj['forward'] * 1e3:.2f} ms a layer"
+          + (f"; decode {args.decode_s:.2f} s" if args.decode_s else "; decode not included (--decode-s)"))
+    attn_flops = batch * 4 * s.tokens**2 * s.hidden
+    print_header(f"{'attention':<10} {'fwd ms':>7} {'TFLOP/s':>8} | {'step s':>7} | {'video s':>7}" + (f" | {'vs target':>9}" if args.target_s else ""))
+    results: dict[str, dict[str, float]] = {}
+    for backend in args.backends:
+        try:
+            fwd, _ = attention_time(s, backend, device, dtype, args.repeat, batch=batch, backward=False)
+        except RuntimeError as err:
+            print(f"{backend:<10} unavailable: {str(err).splitlines()[0][:80]}")
+            continue
+        results[backend] = sampling_bound(proj, fwd, s.layers, args.steps, args.decode_s)
+        step, video = results[backend]["step"], results[backend]["video"]
+        target = f" | {video / args.target_s:>8.2f}x" if args.target_s else ""
+        print(f"{backend:<10} {fwd * 1e3:>7.2f} {attn_flops / fwd / 1e12:>8.1f} | {step:>7.3f} | {video:>7.2f}{target}")
+    if args.target_s:
+        print(f"(a video cannot take less than 'video s' with these kernels; target {args.target_s:.1f} s; elementwise work not included)")
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="+", help="model config(s) (merged)")
@@ -153,6 +187,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--backends", nargs="+", default=["fa4", "cudnn", "flash", "efficient"], choices=[b for b in BACKENDS if b != "auto"])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--diffusers-s", type=float, default=None, help="a diffusers step measured in the same run (seconds)")
+    parser.add_argument("--sampling", action="store_true", help="bound a sampled video instead of a training step")
+    parser.add_argument("--steps", type=int, default=50, help="--sampling: denoising steps per video")
+    parser.add_argument("--decode-s", type=float, default=0.0, help="--sampling: seconds of one VAE decode, added to the video")
+    parser.add_argument("--target-s", type=float, default=None, help="--sampling: seconds per video to compare against")
     parser.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (smoke run)")
     args = parser.parse_args(argv)
 
@@ -165,8 +203,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     s = model_shapes(cfg, args.frames, args.height, args.width)
     lora = not args.full
     print(f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, torch {torch.__version__}, {args.dtype}")
+    work = "sampling" if args.sampling else f"LoRA r{args.lora_rank}" if lora else "full fine-tuning"
     print(f"{Path(args.config[-1]).name}: {s.layers} layers, hidden {s.hidden}, {s.heads} heads, MLP {s.mlp}, {s.tokens} tokens "
-          f"({args.frames}x{args.height}x{args.width}), {'LoRA r%d' % args.lora_rank if lora else 'full fine-tuning'}")
+          f"({args.frames}x{args.height}x{args.width}), {work}")
+    if args.sampling:
+        return print_sampling(args, s, device, dtype)
 
     proj = projection_times(s, args.lora_rank if lora else None, device, dtype, args.repeat)
     print("per layer, ms: " + ", ".join(f"{k} {v * 1e3:.2f}" for k, v in proj.items() if lora or k != "lora"))

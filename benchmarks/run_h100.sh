@@ -5,7 +5,7 @@
 #   bash benchmarks/run_h100.sh train    # train_video.py end to end: 2B LoRA at 49x480x720, latent cache vs pixels
 #   bash benchmarks/run_h100.sh sample   # sample_video.py: seconds per video, 50 steps
 #   bash benchmarks/run_h100.sh speed    # DiT step, ours vs diffusers in one process
-#   bash benchmarks/run_h100.sh roofline # step lower bounds from the matmul and SDPA kernels alone
+#   bash benchmarks/run_h100.sh roofline # step (and sampled video) lower bounds from the matmul and attention kernels alone
 #   bash benchmarks/run_h100.sh profile  # kernel time by category (matmul, attention, fused, copies, gaps) of 2B/5B LoRA steps
 #   bash benchmarks/run_h100.sh auto     # checkpoint_mode auto: planned kept activations / recompute saved vs measured peak / step
 #   bash benchmarks/run_h100.sh ckpt     # checkpoint save cost: 2B LoRA, DeepSpeed write vs manifest + fsync
@@ -48,7 +48,10 @@ case "$section" in
     run python3 benchmarks/roofline.py configs/cogvideox_2b.yaml ${DIFF_2B:+--diffusers-s $DIFF_2B}
     run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml ${DIFF_5B:+--diffusers-s $DIFF_5B}
     run python3 benchmarks/roofline.py configs/cogvideox_2b.yaml --full --backends fa4 cudnn
-    run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml --full --backends fa4 cudnn ;;
+    run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml --full --backends fa4 cudnn
+    # sampling floors, 50 steps with CFG (2B in fp16 as released, 5B in bf16), decode as in the README's VAE table
+    run python3 benchmarks/roofline.py configs/cogvideox_2b.yaml --sampling --dtype fp16 --backends fa4 cudnn --decode-s 2.27 --target-s 22.5
+    run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml --sampling --dtype bf16 --backends fa4 cudnn --decode-s 2.27 --target-s 45 ;;
   profile)
     # PROFILE_SETTING: the setting profiled (default selective+compile)
     run python3 benchmarks/profile_step.py configs/cogvideox_2b_lora.yaml --lora-rank 128 --setting ${PROFILE_SETTING:-selective+compile} --top 25
@@ -80,7 +83,8 @@ case "$section" in
     # stopped ones and runs the rest (so a case may span device calls); clips: CLIPS (generated if absent,
     # which needs imageio-ffmpeg: on a machine without it, make them elsewhere and carry the folder, e.g.
     # python3 -c "from cogvideox_sat.demo.clips import make_sft_folder as m; m('.devdata/clips49', n_clips=4, num_frames=49, height=480, width=720, fps=8)");
-    # PRECISION_STEPS: steps of the sft16 / sft_bf16 / lora runs (200)
+    # PRECISION_STEPS: steps of the sft16 / sft_bf16 / lora runs (200); PRECISION_FRAMES: clip frames of every case but
+    # store8 (49; 13 makes a step ~4x cheaper, e.g. to fit an fp8_* comparison's 2 x 300 steps in one device call)
     # the runs print their phase (assets, cache, start) and every 30 s each run's step or setup line, so a call cut
     # off shows where its time went; keep PRECISION_BUDGET_S + 60 s to save + the wheel install + ~20 s for the report inside the call's limit
     # finished cases are read again for their metrics and model states only: their optimizer state (~20 GB for a 2B
@@ -89,12 +93,12 @@ case "$section" in
       run python3 benchmarks/precision_run.py --data cache --checkpoint-mode selective --budget-s "${PRECISION_BUDGET_S:-440}" --reuse \
       ${CLIPS:+--clips "$CLIPS"} --work "${PRECISION_WORK:-/root/precision}" --summary "${OUT:-/tmp}/precision-$PRECISION.json" "$@"; }
     case "${PRECISION:?PRECISION: sft16|sft_bf16|lora|store8|fp8_lora|fp8_sft}" in
-      sft16) pr --cases 2b_sft:fp16 --steps ${PRECISION_STEPS:-200} ;;
-      sft_bf16) pr --cases 2b_sft:bf16 --steps ${PRECISION_STEPS:-200} ;;
-      lora) pr --cases 2b_lora:fp16 2b_lora:bf16 --steps ${PRECISION_STEPS:-200} --parallel ;;
+      sft16) pr --cases 2b_sft:fp16 --steps ${PRECISION_STEPS:-200} --frames ${PRECISION_FRAMES:-49} ;;
+      sft_bf16) pr --cases 2b_sft:bf16 --steps ${PRECISION_STEPS:-200} --frames ${PRECISION_FRAMES:-49} ;;
+      lora) pr --cases 2b_lora:fp16 2b_lora:bf16 --steps ${PRECISION_STEPS:-200} --frames ${PRECISION_FRAMES:-49} --parallel ;;
       store8) pr --cases 5b_lora:bf16 5b_lora:bf16+store8 5b_lora:bf16@2 --steps 100 --frames 13 --parallel ;;
-      fp8_lora) pr --cases 2b_lora:bf16 2b_lora:bf16+fp8 --steps 300 --compile --sample --plot "${OUT:-/tmp}/fp8_2b_lora.png" ;;
-      fp8_sft) pr --cases 2b_sft:bf16 2b_sft:bf16+fp8 --steps 300 --compile --sample --plot "${OUT:-/tmp}/fp8_2b_sft.png" ;;
+      fp8_lora) pr --cases 2b_lora:bf16 2b_lora:bf16+fp8 --steps 300 --frames ${PRECISION_FRAMES:-49} --compile --sample --plot "${OUT:-/tmp}/fp8_2b_lora.png" ;;
+      fp8_sft) pr --cases 2b_sft:bf16 2b_sft:bf16+fp8 --steps 300 --frames ${PRECISION_FRAMES:-49} --compile --sample --plot "${OUT:-/tmp}/fp8_2b_sft.png" ;;
       *) echo "unknown PRECISION $PRECISION"; exit 2 ;;
     esac ;;
   ckpt)

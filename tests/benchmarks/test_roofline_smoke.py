@@ -36,3 +36,18 @@ def test_fa4_is_reported_unavailable_where_it_cannot_run(roofline):
     shapes = roofline.Shapes(layers=1, hidden=128, heads=2, mlp=512, tokens=64)
     with pytest.raises(RuntimeError, match="FlashAttention-4"):
         roofline.attention_time(shapes, "fa4", torch.device("cpu"), torch.bfloat16, repeat=1)
+
+
+def test_sampling_bound_counts_steps_layers_and_decode(roofline):
+    proj = {"forward": 1.0, "input_grad": 2.0, "weight_grad": 4.0, "lora": 0.5}
+    bound = roofline.sampling_bound(proj, attn_fwd=3.0, layers=2, steps=50, decode_s=7.0)
+    # forward only: no gradient matmuls, attention forward once per layer and step
+    assert bound == {"step": 2 * (1.0 + 3.0), "video": 50 * 8.0 + 7.0}
+
+
+def test_roofline_tiny_sampling(roofline, capsys):
+    result = roofline.main([str(REPO / "configs" / "cogvideox_2b.yaml"), "--tiny", "--sampling", "--steps", "4", "--decode-s", "1.5", "--target-s", "3"])
+    bound = result["math"]
+    assert bound["video"] == pytest.approx(4 * bound["step"] + 1.5)
+    out = capsys.readouterr().out
+    assert "CFG as one batch of 2" in out and "vs target" in out and "2 layers" in out
