@@ -49,6 +49,7 @@ from common import print_header  # noqa: E402
 from train_run import build_cache, make_assets, overlay  # noqa: E402
 
 from cogvideox_sat.io.sat_checkpoint import read_module_state  # noqa: E402
+from cogvideox_sat.models.attention import BACKENDS  # noqa: E402
 from cogvideox_sat.training.metrics import read_metrics, step_records  # noqa: E402
 from cogvideox_sat.training.preemption import EXIT_SAVED_ON_SIGNAL  # noqa: E402
 
@@ -82,6 +83,7 @@ def case_overlay(args: argparse.Namespace, name: str, precision: str, work: Path
     ns = argparse.Namespace(**{**vars(args), "config": CONFIGS[name] if not args.tiny else args.config, "precision": precision})
     cfg = overlay(ns, work, clips, t5, vae, cache)
     transformer_args = cfg["model"]["network_config"]["params"]["transformer_args"]
+    transformer_args["attention_backend"] = args.attention_backend
     if variant == "store8":  # FP8 storage of the frozen base (LoRA only)
         transformer_args["fp8_base_storage"] = True
     elif variant in FP8_RECIPES:  # FP8 projection matmuls (torchao)
@@ -308,6 +310,9 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     parser.add_argument("--parallel", action="store_true", help="run the cases at the same time")
     parser.add_argument("--summary", type=Path, default=None, help="JSON file for per-step losses, scales, step times")
     parser.add_argument("--compile", action="store_true", help="transformer_args.compile (what fp8 is meant to run with)")
+    parser.add_argument("--attention-backend", choices=BACKENDS, default="cudnn",
+                        help="transformer_args.attention_backend of every case (--tiny: torch). Pinned rather than auto, so "
+                             "that a run resumed after FlashAttention-4 was installed on the machine keeps its kernel")
     parser.add_argument("--sample", action="store_true",
                         help="each run draws one validation sample at its last step (same prompt and seed in every case); "
                              "the table gives each sample's PSNR against the first case's")
@@ -333,6 +338,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     if args.tiny:
         args.frames, args.size = 5, [32, 64]  # bf16 convolutions are emulated on most CPUs
         args.cases = args.cases or ["2b_lora:bf16"]  # every case trains the demo LoRA model here
+        args.attention_backend = "torch"
     args.cases = args.cases or ["2b_lora:fp16", "2b_lora:bf16", "2b_sft:fp16", "2b_sft:bf16"]
     work = args.work or Path(tempfile.mkdtemp(prefix="precision_run_"))
 

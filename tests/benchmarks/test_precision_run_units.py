@@ -31,7 +31,7 @@ def test_case_names_carry_model_precision_variant_and_seed() -> None:
 def test_variants_set_the_transformer_args_key(tmp_path: Path) -> None:
     args = precision_run.argparse.Namespace(tiny=True, config=REPO / "configs/demo/tiny_t2v_lora.yaml", steps=4, frames=5, size=[32, 64],
                                             checkpoint_activations="true", checkpoint_mode=None, compile=False, zero_stage=2,
-                                            num_workers=0, ema_decay=0.9, sample=True)
+                                            num_workers=0, ema_decay=0.9, sample=True, attention_backend="cudnn")
     paths = (tmp_path / "clips", tmp_path / "t5", tmp_path / "vae.pt")
 
     def block(precision: str) -> dict:
@@ -40,6 +40,8 @@ def test_variants_set_the_transformer_args_key(tmp_path: Path) -> None:
 
     assert block("bf16+fp8")["fp8"] == "tensorwise" and block("bf16+fp8row")["fp8"] == "rowwise"
     assert block("bf16+store8")["fp8_base_storage"] is True and "fp8" not in block("bf16")
+    # pinned in every case: `auto` would switch a resumed run to FlashAttention-4 once it is installed
+    assert {block(p)["attention_backend"] for p in ("bf16", "fp16", "bf16+fp8")} == {"cudnn"}
     with pytest.raises(SystemExit, match=r"\+store8"):
         block("bf16+fp4")
     sampled = precision_run.case_overlay(args, "2b_lora", "bf16", tmp_path, *paths)["args"]
