@@ -193,6 +193,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--target-s", type=float, default=None, help="--sampling: seconds per video to compare against")
     parser.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (smoke run)")
     args = parser.parse_args(argv)
+    if args.sampling and (args.full or args.diffusers_s):
+        parser.error("--full and --diffusers-s bound a training step; --sampling bounds a video (use --target-s)")
+    if not args.sampling and (args.decode_s or args.target_s or args.steps != 50):
+        parser.error("--steps, --decode-s and --target-s need --sampling")
 
     cfg = network_config(args.config)
     if args.tiny:

@@ -51,3 +51,11 @@ def test_roofline_tiny_sampling(roofline, capsys):
     assert bound["video"] == pytest.approx(4 * bound["step"] + 1.5)
     out = capsys.readouterr().out
     assert "CFG as one batch of 2" in out and "vs target" in out and "2 layers" in out
+
+
+@pytest.mark.parametrize("extra", [["--sampling", "--full"], ["--sampling", "--diffusers-s", "1.0"], ["--decode-s", "2.0"], ["--target-s", "22.5"]])
+def test_options_of_the_other_bound_are_refused(roofline, extra, capsys):
+    with pytest.raises(SystemExit):
+        roofline.main([str(REPO / "configs" / "cogvideox_2b.yaml"), "--tiny", *extra])
+    err = capsys.readouterr().err
+    assert "need --sampling" in err or "bound a training step" in err
