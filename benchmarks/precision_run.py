@@ -310,8 +310,8 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     parser.add_argument("--parallel", action="store_true", help="run the cases at the same time")
     parser.add_argument("--summary", type=Path, default=None, help="JSON file for per-step losses, scales, step times")
     parser.add_argument("--compile", action="store_true", help="transformer_args.compile (what fp8 is meant to run with)")
-    parser.add_argument("--attention-backend", choices=BACKENDS, default="cudnn",
-                        help="transformer_args.attention_backend of every case (--tiny: torch). Pinned rather than auto, so "
+    parser.add_argument("--attention-backend", choices=BACKENDS, default=None,
+                        help="transformer_args.attention_backend of every case (default cudnn; --tiny: torch). Pinned rather than auto, so "
                              "that a run resumed after FlashAttention-4 was installed on the machine keeps its kernel")
     parser.add_argument("--sample", action="store_true",
                         help="each run draws one validation sample at its last step (same prompt and seed in every case); "
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     if args.tiny:
         args.frames, args.size = 5, [32, 64]  # bf16 convolutions are emulated on most CPUs
         args.cases = args.cases or ["2b_lora:bf16"]  # every case trains the demo LoRA model here
-        args.attention_backend = "torch"
+    args.attention_backend = args.attention_backend or ("torch" if args.tiny else "cudnn")
     args.cases = args.cases or ["2b_lora:fp16", "2b_lora:bf16", "2b_sft:fp16", "2b_sft:bf16"]
     work = args.work or Path(tempfile.mkdtemp(prefix="precision_run_"))
 

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parser.parse_args(argv)
     if args.sampling and (args.full or args.diffusers_s):
         parser.error("--full and --diffusers-s bound a training step; --sampling bounds a video (use --target-s)")
-    if not args.sampling and (args.decode_s or args.target_s or args.steps != 50):
+    if not args.sampling and (args.decode_s or args.target_s or args.steps != parser.get_default("steps")):
         parser.error("--steps, --decode-s and --target-s need --sampling")
 
     cfg = network_config(args.config)

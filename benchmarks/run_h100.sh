@@ -93,14 +93,15 @@ case "$section" in
     pr() { find "${PRECISION_WORK:-/root/precision}" -name '*optim_states.pt' -delete 2>/dev/null
       run python3 benchmarks/precision_run.py --data cache --checkpoint-mode selective --budget-s "${PRECISION_BUDGET_S:-440}" --reuse \
       --attention-backend "${PRECISION_ATTENTION:-cudnn}" \
-      ${CLIPS:+--clips "$CLIPS"} --work "${PRECISION_WORK:-/root/precision}" --summary "${OUT:-/tmp}/precision-$PRECISION.json" "$@"; }
+      --frames "${PRECISION_FRAMES:-49}" ${CLIPS:+--clips "$CLIPS"} --work "${PRECISION_WORK:-/root/precision}" \
+      --summary "${OUT:-/tmp}/precision-$PRECISION.json" "$@"; }  # a case's own --frames (store8) comes later and wins
     case "${PRECISION:?PRECISION: sft16|sft_bf16|lora|store8|fp8_lora|fp8_sft}" in
-      sft16) pr --cases 2b_sft:fp16 --steps ${PRECISION_STEPS:-200} --frames ${PRECISION_FRAMES:-49} ;;
-      sft_bf16) pr --cases 2b_sft:bf16 --steps ${PRECISION_STEPS:-200} --frames ${PRECISION_FRAMES:-49} ;;
-      lora) pr --cases 2b_lora:fp16 2b_lora:bf16 --steps ${PRECISION_STEPS:-200} --frames ${PRECISION_FRAMES:-49} --parallel ;;
+      sft16) pr --cases 2b_sft:fp16 --steps ${PRECISION_STEPS:-200} ;;
+      sft_bf16) pr --cases 2b_sft:bf16 --steps ${PRECISION_STEPS:-200} ;;
+      lora) pr --cases 2b_lora:fp16 2b_lora:bf16 --steps ${PRECISION_STEPS:-200} --parallel ;;
       store8) pr --cases 5b_lora:bf16 5b_lora:bf16+store8 5b_lora:bf16@2 --steps 100 --frames 13 --parallel ;;
-      fp8_lora) pr --cases 2b_lora:bf16 2b_lora:bf16+fp8 --steps 300 --frames ${PRECISION_FRAMES:-49} --compile --sample --plot "${OUT:-/tmp}/fp8_2b_lora.png" ;;
-      fp8_sft) pr --cases 2b_sft:bf16 2b_sft:bf16+fp8 --steps 300 --frames ${PRECISION_FRAMES:-49} --compile --sample --plot "${OUT:-/tmp}/fp8_2b_sft.png" ;;
+      fp8_lora) pr --cases 2b_lora:bf16 2b_lora:bf16+fp8 --steps 300 --compile --sample --plot "${OUT:-/tmp}/fp8_2b_lora.png" ;;
+      fp8_sft) pr --cases 2b_sft:bf16 2b_sft:bf16+fp8 --steps 300 --compile --sample --plot "${OUT:-/tmp}/fp8_2b_sft.png" ;;
       *) echo "unknown PRECISION $PRECISION"; exit 2 ;;
     esac ;;
   ckpt)
