@@ -85,6 +85,7 @@ case "$section" in
     # python3 -c "from cogvideox_sat.demo.clips import make_sft_folder as m; m('.devdata/clips49', n_clips=4, num_frames=49, height=480, width=720, fps=8)");
     # PRECISION_STEPS: steps of the sft16 / sft_bf16 / lora runs (200); PRECISION_FRAMES: clip frames of every case but
     # store8 (49; 13 makes a step ~4x cheaper, e.g. to fit an fp8_* comparison's 2 x 300 steps in one device call)
+    # PRECISION_ARGS: more precision_run.py options, e.g. --parallel for the two fp8_lora runs side by side
     # PRECISION_ATTENTION: the cases' attention kernel (cudnn; fa4 where installed: pinned, so a run resumed in a later call keeps it)
     # the runs print their phase (assets, cache, start) and every 30 s each run's step or setup line, so a call cut
     # off shows where its time went; keep PRECISION_BUDGET_S + 60 s to save + the wheel install + ~20 s for the report inside the call's limit
@@ -94,7 +95,7 @@ case "$section" in
       run python3 benchmarks/precision_run.py --data cache --checkpoint-mode selective --budget-s "${PRECISION_BUDGET_S:-440}" --reuse \
       --attention-backend "${PRECISION_ATTENTION:-cudnn}" \
       --frames "${PRECISION_FRAMES:-49}" ${CLIPS:+--clips "$CLIPS"} --work "${PRECISION_WORK:-/root/precision}" \
-      --summary "${OUT:-/tmp}/precision-$PRECISION.json" "$@"; }  # a case's own --frames (store8) comes later and wins
+      --summary "${OUT:-/tmp}/precision-$PRECISION.json" "$@" ${PRECISION_ARGS:-}; }  # a case's own --frames (store8) comes later and wins
     case "${PRECISION:?PRECISION: sft16|sft_bf16|lora|store8|fp8_lora|fp8_sft}" in
       sft16) pr --cases 2b_sft:fp16 --steps ${PRECISION_STEPS:-200} ;;
       sft_bf16) pr --cases 2b_sft:bf16 --steps ${PRECISION_STEPS:-200} ;;

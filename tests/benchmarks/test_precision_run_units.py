@@ -195,3 +195,14 @@ def test_steps_logged_again_after_a_resume_count_once(tmp_path: Path) -> None:
     assert precision_run.resumable_run(tmp_path) == run and not precision_run.completed_run(tmp_path, 4)
     (run / "latest").write_text("4")
     assert precision_run.completed_run(tmp_path, 4)
+
+
+def test_a_finished_case_keeps_its_model_states_and_loses_its_optimizer_states(tmp_path: Path) -> None:
+    tag = tmp_path / "runs" / "run-1" / "300"
+    tag.mkdir(parents=True)
+    for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"):
+        (tag / name).write_bytes(b"x")
+    (tmp_path / "runs" / "run-1" / "latest").write_text("300")
+    precision_run.drop_optimizer_states(tmp_path)
+    assert sorted(p.name for p in tag.iterdir()) == ["mp_rank_00_model_states.pt"]
+    assert precision_run.completed_run(tmp_path, 300)
