@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from pathlib import Path
@@ -18,9 +19,21 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     return frames.permute(0, 2, 3, 1).cpu().numpy()
 
 
+MP4_NEEDS = "writing mp4 videos needs imageio-ffmpeg (a requirements.txt dependency): pip install imageio-ffmpeg"
+
+
+def mp4_writer_available() -> bool:
+    """Whether imageio can write H.264 mp4. Without imageio-ffmpeg it would pick another plugin
+    for the .mp4 name and fail on the first frame."""
+    return importlib.util.find_spec("imageio_ffmpeg") is not None
+
+
 def save_mp4(video: torch.Tensor, path: str | os.PathLike, fps: int) -> Path:
     """Save a (T, C, H, W) video in [-1, 1] as H.264 mp4."""
     import imageio
+
+    if not mp4_writer_available():
+        raise RuntimeError(f"cannot write {path}: {MP4_NEEDS}")
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

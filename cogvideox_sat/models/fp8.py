@@ -16,6 +16,7 @@ drops the weight-gradient matmul of frozen weights, which torchao's eager backwa
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from torch import nn
@@ -48,5 +49,8 @@ def convert_projections_to_float8(module: nn.Module, recipe: str) -> int:
             "remove transformer_args.fp8 to train in bf16"
         ) from err
     names = [name for name, child in module.named_modules() if is_projection(child, name)]
-    convert_to_float8_training(module, module_filter_fn=is_projection, config=Float8LinearConfig.from_recipe_name(recipe))
+    # pad_inner_dim: the weight-gradient matmul's inner size is the token count (batch x frames x
+    # patches + text), e.g. 5626 for 13 frames at 480x720, and torch._scaled_mm wants multiples of 16
+    config = dataclasses.replace(Float8LinearConfig.from_recipe_name(recipe), pad_inner_dim=True)
+    convert_to_float8_training(module, module_filter_fn=is_projection, config=config)
     return len(names)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from cogvideox_sat.id_token import prompt_with_id_token, sampling_id_token
 from cogvideox_sat.io.sat_checkpoint import ema_weights
+from cogvideox_sat.media import MP4_NEEDS, mp4_writer_available
 from cogvideox_sat.registry import allow_any_target
 from cogvideox_sat.sampling.decoding import decode_samples
 from cogvideox_sat.sampling.generate import draw_latents, prompt_inputs, sample_seed
@@ -168,6 +169,8 @@ def sample_prompt(
 
 def sample(args: argparse.Namespace) -> list[Path]:
     """Generate the videos of every prompt of this rank; returns the files it wrote."""
+    if not args.only_log_video_latents and not mp4_writer_available():  # before the weights load
+        raise SystemExit(f"sample_video.py: {MP4_NEEDS}; or set only_log_video_latents: true to keep latents only")
     placement = place(args)
     prompts = prompt_source(args, placement)
     token = sampling_id_token(args)

@@ -20,11 +20,13 @@ def sample_folder(output_dir: str | os.PathLike, prompt_index: int, text: str, s
     return Path(output_dir) / f"{prompt_index}_{name}" / str(sample_index)
 
 
-def write_video(video: torch.Tensor, folder: Path, fps: int, text: str) -> list[Path]:
-    """A (T, 3, H, W) video in [-1, 1] as mp4 + PNG contact sheet (+ the full prompt)."""
+def write_video(video: torch.Tensor, folder: Path, fps: int, text: str, mp4: bool = True) -> list[Path]:
+    """A (T, 3, H, W) video in [-1, 1] as mp4 (unless `mp4` is False) + PNG contact sheet (+ the
+    full prompt); returns the files written, the mp4 first."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "text.txt").write_text(text, encoding="utf-8")
-    return [save_mp4(video, folder / f"{VIDEO_NAME}.mp4", fps), contact_sheet(video, folder / f"{VIDEO_NAME}.png")]
+    videos = [save_mp4(video, folder / f"{VIDEO_NAME}.mp4", fps)] if mp4 else []
+    return videos + [contact_sheet(video, folder / f"{VIDEO_NAME}.png")]
 
 
 def write_latents(latents: torch.Tensor, folder: Path, text: str) -> list[Path]:

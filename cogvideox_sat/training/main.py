@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from cogvideox_sat import distributed
 from cogvideox_sat.dtypes import precision_from_flags
+from cogvideox_sat.media import MP4_NEEDS, mp4_writer_available
 from cogvideox_sat.io.run_folder import TRAINING_CONFIG
 from cogvideox_sat.registry import allow_any_target
 from cogvideox_sat.training.checkpoint import MODEL_STATES, choose_resume_tag, resume_checkpoint
@@ -218,6 +219,8 @@ def _train(args: argparse.Namespace, signals: SignalWatch) -> LoopState:
     if valid_set is not None:
         vloader, vsampler = build_loader(valid_set, args.eval_batch_size or args.batch_size, 0, placement.dp_rank, placement.dp_world_size, args.seed + 1)
         valid_stream = BatchStream(vloader, vsampler)
+        if placement.is_main and not args.only_log_video_latents and not mp4_writer_available():
+            print(f"warning: validation samples are written as PNG contact sheets only: {MP4_NEEDS}", flush=True)
 
     # 2. model, optimizer, LR schedule
     engine = build_engine(args, resume_from)

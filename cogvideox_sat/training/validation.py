@@ -131,7 +131,7 @@ def write_samples(samples: list[ValidationSample], out_dir: Path, iteration: int
     import imageio.v3 as iio
 
     from cogvideox_sat.data.transforms import to_unit_range
-    from cogvideox_sat.media import contact_sheet, save_mp4
+    from cogvideox_sat.media import contact_sheet, mp4_writer_available, save_mp4
     from cogvideox_sat.sampling.outputs import sample_folder, write_latents, write_video
     from cogvideox_sat.sampling.reproduce import write_record
 
@@ -139,6 +139,7 @@ def write_samples(samples: list[ValidationSample], out_dir: Path, iteration: int
     samples = sorted(samples, key=lambda s: s.index)
     (out_dir / "prompts.txt").write_text("".join(f"{s.prompt}\n" for s in samples), encoding="utf-8")
     written, videos, sheets = [], {}, {}
+    mp4 = mp4_writer_available()  # without it: PNG contact sheets only (warned at the start of training)
     for s in samples:
         folder = sample_folder(out_dir, s.index, s.prompt, 0)
         name = f"sample_{s.index:02d}"
@@ -146,14 +147,16 @@ def write_samples(samples: list[ValidationSample], out_dir: Path, iteration: int
             written += write_latents(s.latents, folder, s.prompt)
         else:
             video = to_unit_range(torch.from_numpy(s.video).permute(0, 3, 1, 2))  # the same uint8 frames back
-            mp4, sheet = write_video(video, folder, s.record["fps"], s.prompt)
-            videos[name], sheets[name] = str(mp4), str(sheet)
-            written.append(mp4)
+            *mp4s, sheet = write_video(video, folder, s.record["fps"], s.prompt, mp4=mp4)
+            videos.update({name: str(p) for p in mp4s})
+            sheets[name] = str(sheet)
+            written += mp4s
         if s.image is not None:
             iio.imwrite(folder / s.record["image"], s.image)
         if s.clip is not None:
             clip = to_unit_range(torch.from_numpy(s.clip).permute(0, 3, 1, 2))
-            videos[f"input_{s.index:02d}"] = str(save_mp4(clip, folder / "input.mp4", s.record["fps"]))
+            if mp4:
+                videos[f"input_{s.index:02d}"] = str(save_mp4(clip, folder / "input.mp4", s.record["fps"]))
             sheets[f"input_{s.index:02d}"] = str(contact_sheet(clip, folder / "input.png"))
         written.append(write_record(folder, s.record))
     logger.log_media(iteration, videos, sheets)
