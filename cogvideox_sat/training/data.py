@@ -186,3 +186,12 @@ class BatchStream:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
         self._it = None
+
+    def close(self) -> None:
+        """Stop the loader's workers now. They ignore the stop signals (preemption.py), so the
+        SIGTERM that the interpreter's exit sends them would not end them: after an error, whose
+        traceback keeps this stream alive until exit, the process would wait on them forever."""
+        it, self._it = self._it, None
+        shutdown = getattr(it, "_shutdown_workers", None)  # what the iterator's __del__ calls
+        if shutdown is not None:
+            shutdown()

@@ -277,3 +277,6 @@ def _train(args: argparse.Namespace, signals: SignalWatch) -> LoopState:
         )
     finally:
         logger.close()
+        for batches in (stream, valid_stream):
+            if batches is not None:
+                batches.close()

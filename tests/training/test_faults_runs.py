@@ -8,7 +8,8 @@ FusedEmaAdam), each compared with one uninterrupted run (the module's `straight`
 - the newest checkpoint cut short: `--resume` names the file, falls back to the one before and
   reproduces every later loss;
 - SIGUSR1 to one of two torchrun (gloo) workers: both save the same step, no hang, the resume
-  goes on from it.
+  goes on from it;
+- an error inside the loop (its loader workers ignoring the stop signals): the process still ends.
 """
 
 from __future__ import annotations
@@ -179,3 +180,42 @@ def test_signal_to_one_of_two_gloo_workers_saves_both(assets: Path, tmp_path: Pa
     assert f"resumed from {run} at iteration {saved}" in out
     after = losses(run)
     assert sorted(after) == list(range(1, 7)) and all(after[i] == before[i] for i in range(1, saved + 1))
+
+
+# installed as sitecustomize: validation's writer raises, as a missing video codec or a full
+# disk would, inside the training loop
+_FAILING_VALIDATION = '''
+import importlib.abc, importlib.util, sys
+
+class FailingValidation(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "cogvideox_sat.training.validation":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            def write_samples(*args, **kwargs):
+                raise RuntimeError("injected validation failure")
+            module.write_samples = write_samples
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, FailingValidation())
+'''
+
+
+def test_an_error_in_the_loop_ends_the_process(assets: Path, tmp_path: Path) -> None:
+    """Loader workers ignore the stop signals; the error's traceback keeps them alive until the
+    interpreter exits, whose SIGTERM they ignore: the run must still end, with the error."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(_FAILING_VALIDATION)
+    cfg = overlay(assets, tmp_path / "save", train_iters=2, save_interval=100, num_workers=2, eval_interval=2, eval_iters=1,
+                  eval_batch_size=1, valid_data=[str(assets / "data")])
+    cmd, env = train_command(tmp_path, "tiny_t2v_lora.yaml", cfg)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "hook"), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "injected validation failure" in proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
