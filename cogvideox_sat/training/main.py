@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 
 from cogvideox_sat import distributed
 from cogvideox_sat.dtypes import precision_from_flags
-from cogvideox_sat.media import MP4_NEEDS, mp4_writer_available
 from cogvideox_sat.io.run_folder import TRAINING_CONFIG
+from cogvideox_sat.media import MP4_NEEDS, mp4_writer_available
 from cogvideox_sat.registry import allow_any_target
 from cogvideox_sat.training.checkpoint import MODEL_STATES, choose_resume_tag, resume_checkpoint
 from cogvideox_sat.training.data import BatchStream, build_loader, build_training_data
