@@ -215,6 +215,11 @@ class Clock:
         print(f"[{time.monotonic() - self.start:6.0f} s] {message}", flush=True)
 
 
+def sample_copy(summary: Path, case: str) -> Path:
+    """Where a case's validation sample is copied beside the summary: `<summary stem>-<case>.png`."""
+    return summary.with_name(f"{summary.stem}-{case.replace(':', '_').replace('@', '_seed')}.png")
+
+
 def drop_optimizer_states(work: Path) -> None:
     """Delete a finished case's optimizer states (~20 GB for a 2B full fine-tune): only its metrics
     and model states are read again, and the next case's final save must fit the disk beside them."""
@@ -315,7 +320,8 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--data", choices=["pixels", "cache"], default="pixels", help="cache: latents encoded once, DiT-only steps")
     parser.add_argument("--parallel", action="store_true", help="run the cases at the same time")
-    parser.add_argument("--summary", type=Path, default=None, help="JSON file for per-step losses, scales, step times")
+    parser.add_argument("--summary", type=Path, default=None,
+                        help="JSON file for per-step losses, scales, step times; with --sample, each case's sample is copied beside it")
     parser.add_argument("--compile", action="store_true", help="transformer_args.compile (what fp8 is meant to run with)")
     parser.add_argument("--attention-backend", choices=BACKENDS, default=None,
                         help="transformer_args.attention_backend of every case (default cudnn; --tiny: torch). Pinned rather than auto, so "
@@ -409,7 +415,11 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     for o in outcomes:
         print(f"  {o.case}: {o.steps} steps, last loss {o.last_loss:.4f}, overflow skipped {o.overflow}", flush=True)
     if args.summary:
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
         args.summary.write_text(json.dumps([vars(o) for o in outcomes], indent=1))
+        for o in outcomes:  # every run's sample names the same file inside its run folder
+            if o.sample is not None:
+                shutil.copyfile(o.sample, sample_copy(args.summary, o.case))
     if args.plot and outcomes:
         from loss_plot import plot_losses
 

@@ -14,7 +14,7 @@
 #   bash benchmarks/run_h100.sh precision  # fp16/bf16 through train_video.py (README "fp16 and bf16 numbers"); PRECISION picks:
 #       sft16 | sft_bf16: 2B full fine-tune, 200 steps (~7 min each: setup, 1.26 s a step, the ~30 GB final save)
 #       lora: 2B LoRA fp16 + bf16 side by side, 200 steps; store8: 5B LoRA bf16 vs FP8 base storage (+ seed 2), 100 steps
-#       fp8_lora | fp8_sft: bf16 vs FP8 matmuls, 300 steps, compiled, one validation sample each, loss curves in $OUT
+#       fp8_lora | fp8_sft: bf16 vs FP8 matmuls, 300 steps, compiled, one validation sample each; loss curves and each sample (precision-<PRECISION>-<case>.png) in $OUT
 # Output goes to stdout and, when OUT is set, to $OUT/<section>.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."

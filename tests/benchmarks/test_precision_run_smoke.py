@@ -17,13 +17,16 @@ def test_precision_run_tiny(tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     import precision_run
 
-    (outcome,) = precision_run.main(["--tiny", "--steps", "3", "--work", str(tmp_path), "--sample", "--plot", str(tmp_path / "loss.png")])
+    (outcome,) = precision_run.main(["--tiny", "--steps", "3", "--work", str(tmp_path), "--sample", "--plot", str(tmp_path / "loss.png"),
+                                     "--summary", str(tmp_path / "out" / "summary.json")])
     assert outcome.steps == 3 and outcome.finite and outcome.ema_updates == 3
     assert outcome.weights_finite and outcome.ema_finite and outcome.overflow == 0 and not outcome.scales
     # --sample: the run drew its validation sample at the last step; --plot: the curves' PNG
     assert outcome.sample is not None and "iter_000003" in outcome.sample
     assert precision_run.sample_psnr(outcome.sample, outcome.sample) == float("inf")
     assert (tmp_path / "loss.png").stat().st_size > 0
+    # --summary: the sample comes back beside it, named by its case
+    assert (tmp_path / "out" / "summary-2b_lora_bf16.png").read_bytes() == Path(outcome.sample).read_bytes()
 
 
 def test_a_run_stopped_by_sigterm_saves_and_reuse_finishes_it(tmp_path: Path) -> None:
