@@ -215,9 +215,14 @@ class Clock:
         print(f"[{time.monotonic() - self.start:6.0f} s] {message}", flush=True)
 
 
+def case_name(case: str) -> str:
+    """A case as a file name: its work folder's, and its sample copy's suffix."""
+    return case.replace(":", "_").replace("@", "_seed")
+
+
 def sample_copy(summary: Path, case: str) -> Path:
     """Where a case's validation sample is copied beside the summary: `<summary stem>-<case>.png`."""
-    return summary.with_name(f"{summary.stem}-{case.replace(':', '_').replace('@', '_seed')}.png")
+    return summary.with_name(f"{summary.stem}-{case_name(case)}.png")
 
 
 def drop_optimizer_states(work: Path) -> None:
@@ -373,7 +378,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
 
     try:
         for case in args.cases:
-            case_work = work / case.replace(":", "_").replace("@", "_seed")
+            case_work = work / case_name(case)
             if args.reuse and completed_run(case_work, args.steps):
                 print(f"  {case}: reusing its finished run in {case_work}", flush=True)
                 jobs.append((case, case_work, None))
