@@ -2,9 +2,10 @@
 
 Builds the `network_config` of any shipped or official config (random weights), runs
 forward + backward on random latents of a given clip size (no optimizer step) and prints one
-table row per (LoRA or full) x setting. A setting is `MODE[+compile][+BACKEND]`: a checkpoint
-mode (none, full, selective, selective_mlp_out, selective_matmul), `compile` to run the layers
-through torch.compile, and an SDPA backend overriding --attention-backend.
+table row per (LoRA or full) x setting. A setting is `MODE[+compile|+autotune][+BACKEND]`: a
+checkpoint mode (none, full, selective, selective_mlp_out, selective_matmul), `compile` to run the
+layers through torch.compile (`autotune`: in inductor's max-autotune mode, `compile: max-autotune`),
+and an SDPA backend overriding --attention-backend.
 
     python benchmarks/dit_step.py configs/cogvideox_2b_lora.yaml --checkpoint none full selective
     python benchmarks/dit_step.py configs/cogvideox_2b_lora.yaml --lora-rank 128 --checkpoint selective selective+compile selective_mlp_out+compile
@@ -144,11 +145,13 @@ def step_flops(model, kwargs: dict[str, torch.Tensor], frozen_base: bool) -> flo
 # ---- settings -----------------------------------------------------------------------------------
 # `+fp8` / `+fp8row` in a setting: transformer_args.fp8's torchao recipe
 FP8_EXTRAS = {"fp8": "tensorwise", "fp8row": "rowwise"}
+# `+compile` / `+autotune`: transformer_args.compile true / max-autotune (checkpointing.COMPILE_MODES)
+COMPILE_EXTRAS = {"compile": "default", "autotune": "max-autotune"}
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One of our lever combinations, written `MODE[+compile][+BACKEND][+fp8|+fp8row]`; MODE is a
+    """One of our lever combinations, written `MODE[+compile|+autotune][+BACKEND][+fp8|+fp8row]`; MODE is a
     checkpoint mode or `auto<GiB>` (checkpoint_mode auto with that activation budget, e.g. auto6)."""
 
     checkpoint: str
@@ -156,6 +159,7 @@ class Setting:
     backend: str | None = None  # None: the run's --attention-backend
     fp8: str | None = None  # transformer_args.fp8 recipe; None: bf16 matmuls
     budget_gib: float | None = None  # checkpoint mode auto only
+    compile_mode: str = "default"  # with compile: a COMPILE_EXTRAS value
 
     @property
     def mode_label(self) -> str:
@@ -164,7 +168,13 @@ class Setting:
     @property
     def label(self) -> str:
         fp8 = [k for k, v in FP8_EXTRAS.items() if v == self.fp8]
-        return "+".join([self.mode_label] + (["compile"] if self.compile else []) + ([self.backend] if self.backend else []) + fp8)
+        compiled = [self.compile_label] if self.compile else []
+        return "+".join([self.mode_label] + compiled + ([self.backend] if self.backend else []) + fp8)
+
+    @property
+    def compile_label(self) -> str:
+        """The setting's word for its compile mode (`compile` or `autotune`)."""
+        return next(k for k, v in COMPILE_EXTRAS.items() if v == self.compile_mode)
 
 
 def parse_mode(spec: str, mode: str) -> tuple[str, float | None]:
@@ -184,19 +194,19 @@ def parse_mode(spec: str, mode: str) -> tuple[str, float | None]:
 def parse_setting(spec: str) -> Setting:
     mode, *extras = spec.split("+")
     mode, budget = parse_mode(spec, mode)
-    compile_, backend, fp8 = False, None, None
+    compile_, compile_mode, backend, fp8 = False, "default", None, None
     for extra in extras:
-        if extra == "compile":
-            compile_ = True
+        if extra in COMPILE_EXTRAS:
+            compile_, compile_mode = True, COMPILE_EXTRAS[extra]
         elif extra in BACKENDS:
             backend = extra
         elif extra in FP8_EXTRAS:
             fp8 = FP8_EXTRAS[extra]
         else:
             raise argparse.ArgumentTypeError(
-                f"{spec!r}: {extra!r} is neither 'compile', an attention backend {BACKENDS} nor an FP8 recipe {tuple(FP8_EXTRAS)}"
+                f"{spec!r}: {extra!r} is neither {' / '.join(COMPILE_EXTRAS)}, an attention backend {BACKENDS} nor an FP8 recipe {tuple(FP8_EXTRAS)}"
             )
-    return Setting(mode, compile_, backend, fp8, budget)
+    return Setting(mode, compile_, backend, fp8, budget, compile_mode)
 
 
 def build_ours(cfg, setting: Setting, device, dtype, default_backend: str, compile_backend: str = "inductor"):
@@ -209,7 +219,7 @@ def build_ours(cfg, setting: Setting, device, dtype, default_backend: str, compi
     model.to(dtype).train()
     model.set_checkpoint_mode(setting.checkpoint, setting.budget_gib)
     model.set_attention_backend(setting.backend or default_backend)
-    model.set_compile(setting.compile, compile_backend)
+    model.set_compile(setting.compile, compile_backend, setting.compile_mode)
     lora = "lora" in model.mixins
     trainable = mark_only_lora_trainable(model) if lora else sum(p.numel() for p in model.parameters())
     return model, trainable
@@ -273,7 +283,7 @@ def run_case(cfg, args, device, dtype, checkpoint: Setting | str) -> Result:
     result = Result(
         name=Path(args.config[-1]).stem,
         mode=f"LoRA r{r}" if lora else "full",
-        checkpoint=setting.mode_label + ("+compile" if setting.compile else ""),
+        checkpoint=setting.mode_label + (f"+{setting.compile_label}" if setting.compile else ""),
         backend=setting.backend or args.attention_backend,
         seconds=mean,
         seconds_std=std,
@@ -347,7 +357,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--full", action="store_true", help="drop lora_config: full fine-tuning")
     parser.add_argument("--lora-rank", type=int, default=None, help="add/override LoRA with this rank (alpha = rank)")
     parser.add_argument("--lora-targets", nargs="+", default=None, help="LoRA target_modules (e.g. add mlp.dense_h_to_4h)")
-    parser.add_argument("--checkpoint", nargs="+", type=parse_setting, default=[Setting("full")], metavar="MODE[+compile][+BACKEND]")
+    parser.add_argument("--checkpoint", nargs="+", type=parse_setting, default=[Setting("full")], metavar="MODE[+compile|+autotune][+BACKEND]")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of +compile settings (aot_eager: CPU smoke)")
     parser.add_argument("--attention-backend", default="auto", choices=BACKENDS)
     parser.add_argument("--frames", type=int, default=49)

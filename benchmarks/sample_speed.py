@@ -8,9 +8,10 @@ the VAE is randomly initialised), then samples and decodes like sample_video.py.
     python benchmarks/sample_speed.py --base configs/cogvideox_5b.yaml
     python benchmarks/sample_speed.py --base configs/cogvideox1.5_5b.yaml --frames 81 --size 768 1360
     python benchmarks/sample_speed.py --base configs/cogvideox_2b.yaml --compile --attention-backend fa4 --step-cache 0.05
+    python benchmarks/sample_speed.py --base configs/cogvideox_2b.yaml --compile max-autotune --attention-backend fa4
     python benchmarks/sample_speed.py --tiny                                             # CPU smoke run
 
---compile, --attention-backend and --step-cache set the config's `transformer_args.compile`,
+--compile [max-autotune], --attention-backend and --step-cache set the config's `transformer_args.compile`,
 `transformer_args.attention_backend` and the sampler's `step_cache_threshold` (the warm-up video
 compiles); without them the configs' own values hold.
 
@@ -57,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed videos")
     parser.add_argument("--decode-chunk-frames", type=int, default=None, help="latent frames per VAE decode chunk")
     parser.add_argument("--no-decode", action="store_true", help="time the sampler only")
-    parser.add_argument("--compile", action="store_true", help="transformer_args.compile: true (layers through torch.compile)")
+    parser.add_argument("--compile", nargs="?", const="true", default=None, choices=("true", "max-autotune"),
+                        help="transformer_args.compile: true (layers through torch.compile), or max-autotune")
     parser.add_argument("--attention-backend", choices=BACKENDS, default=None, help="transformer_args.attention_backend")
     parser.add_argument("--step-cache", type=float, default=None, metavar="THRESHOLD",
                         help="sampler step_cache_threshold: skip the blocks after the first on steps that barely change")
@@ -86,7 +88,7 @@ def model_config(paths: list[str], steps: int, args: argparse.Namespace | None =
     cfg = sampling_model_config(OmegaConf.merge(*[OmegaConf.load(p) for p in paths]).model)
     transformer_args = "network_config.params.transformer_args"
     if args is not None and args.compile:
-        OmegaConf.update(cfg, f"{transformer_args}.compile", True, force_add=True)
+        OmegaConf.update(cfg, f"{transformer_args}.compile", True if args.compile == "true" else args.compile, force_add=True)
     if args is not None and args.attention_backend:
         OmegaConf.update(cfg, f"{transformer_args}.attention_backend", args.attention_backend, force_add=True)
     if args is not None and args.step_cache is not None:
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seconds_per_step": round(statistics.mean(sample_s) / args.steps, 3),
         "decode_s": round(statistics.mean(decode_s), 2),
         "peak_gib": round(peak_gib(device), 1) if device.type == "cuda" else None,
-        "compile": bool(OmegaConf.select(cfg, "network_config.params.transformer_args.compile", default=False)),
+        "compile": OmegaConf.select(cfg, "network_config.params.transformer_args.compile", default=False),
         "attention_backend": attention_kernel(engine.diffusion_model, device, dtype),
         "step_cache": step_cache_summary(engine),
     }

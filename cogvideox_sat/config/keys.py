@@ -168,7 +168,7 @@ TRANSFORMER_ARGS: dict[str, KeyBehaviour] = {
         "ours, checkpoint_mode auto only (and required there): GiB of activations all layers may keep for backward at the step's input shape; weights, gradients and optimizer state come on top"
     ),
     "attention_backend": _acts("ours: auto / fa4 / torch / cudnn / flash / efficient / math"),
-    "compile": _acts("ours: each layer through torch.compile"),
+    "compile": _acts("ours: each layer through torch.compile (true, or max-autotune: Triton matmuls with fused epilogues where faster)"),
     "fp8": _acts("ours: FP8 projection matmuls (bf16 models on CUDA)"),
     "fp8_base_storage": _acts("ours: LoRA's frozen base weights stored in float8 (CUDA)"),
     "vocab_size": _warn("nothing: the patch embedding replaces SAT's word embeddings", (1,)),

@@ -42,6 +42,12 @@ takes the layer's modules as arguments, so all layers share one compiled graph. 
 partitioner also skips recomputing what backward does not need: with LoRA (frozen MLP and
 gates) the MLP output is never recomputed, so there selective_mlp_out equals selective, while
 eager recomputation runs each layer's forward up to its last saved tensor.
+
+`compile_mode` picks inductor's mode (`COMPILE_MODES`): `max-autotune` also times Triton matmul
+templates against cuBLAS for every projection shape and, where a template wins, fuses the
+elementwise work around it (GELU, gated residuals, modulation) into the matmul's epilogue, which
+the default mode leaves as separate memory passes. CUDA graphs stay off in both: the layers run
+between eager code (embeddings, sampler) and under checkpointing.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 
 from .attention import ATTENTION_OPS as _ATTENTION_KERNELS
 
+# transformer_args.compile's modes -> torch.compile(mode=...) of inductor (None: its default)
+COMPILE_MODES: dict[str, str | None] = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
 SELECTIVE_MODES: tuple[str, ...] = ("selective", "selective_mlp_out", "selective_matmul")
 CHECKPOINT_MODES: tuple[str, ...] = ("full", *SELECTIVE_MODES, "none")
 
@@ -118,8 +126,19 @@ def _run_group_selective(
     return checkpoint(_run_group, block_fn, group, hidden, shared, use_reentrant=False, context_fn=context_fn)
 
 
+def compile_options(backend: str, compile_mode: str) -> dict[str, Any]:
+    """torch.compile keyword arguments of `backend` in `compile_mode` (a `COMPILE_MODES` key)."""
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode {compile_mode!r}: choose one of {tuple(COMPILE_MODES)}")
+    if COMPILE_MODES[compile_mode] is None:
+        return {"backend": backend}
+    if backend != "inductor":  # other backends drop `mode` with only a log line
+        raise ValueError(f"compile mode {compile_mode!r} is an inductor mode; the {backend!r} backend has none")
+    return {"backend": backend, "mode": COMPILE_MODES[compile_mode]}
+
+
 @lru_cache(maxsize=None)
-def _group_runner(mode: str, hidden_size: int, compile_backend: str | None) -> Callable[..., torch.Tensor]:
+def _group_runner(mode: str, hidden_size: int, compile_backend: str | None, compile_mode: str = "default") -> Callable[..., torch.Tensor]:
     if mode == "none":
         run = _run_group
     elif mode == "full":
@@ -127,7 +146,7 @@ def _group_runner(mode: str, hidden_size: int, compile_backend: str | None) -> C
     else:
         run = partial(_run_group_selective, selective_context_fn(mode, hidden_size))
     # dynamic=None: static shapes first, one dynamic recompile if a later step's shape differs
-    return run if compile_backend is None else torch.compile(run, backend=compile_backend, dynamic=None)
+    return run if compile_backend is None else torch.compile(run, dynamic=None, **compile_options(compile_backend, compile_mode))
 
 
 def run_blocks(
@@ -140,13 +159,14 @@ def run_blocks(
     skip_last: int = 0,
     hidden_size: int = 0,
     compile_backend: str | None = None,
+    compile_mode: str = "default",
 ) -> torch.Tensor:
     """hidden = block_fn(block, hidden, *shared) for each block, checkpointed per `mode`.
 
     `blocks` hold each layer's modules (compiled code takes them as arguments, so one graph
     serves every layer); `mode` is one mode for all layers or one per layer (`checkpoint_mode:
     auto`; a chunk ends where the mode changes); `hidden_size` identifies the MLP projection for
-    `selective_mlp_out`; `compile_backend` (e.g. "inductor") runs each chunk through `torch.compile`.
+    `selective_mlp_out`; `compile_backend` (e.g. "inductor") runs each chunk through `torch.compile`, in `compile_mode`.
     """
     num = len(blocks)
     modes = (mode,) * num if isinstance(mode, str) else tuple(mode)
@@ -163,7 +183,7 @@ def run_blocks(
         while end < min(start + step, num) and (modes[end] == modes[start] or not active):
             end += 1
         group = tuple(blocks[start:end])
-        hidden = _group_runner(group_mode, hidden_size, compile_backend)(block_fn, group, hidden, shared)
+        hidden = _group_runner(group_mode, hidden_size, compile_backend, compile_mode)(block_fn, group, hidden, shared)
         start = end
     return hidden
 

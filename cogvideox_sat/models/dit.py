@@ -33,7 +33,7 @@ from ..registry import instantiate_from_config
 from .adaln import adaln_block
 from .attention import BACKENDS, kernel_context, resolve_backend
 from .checkpoint_plan import AUTO, LayerShape, plan_checkpointing
-from .checkpointing import run_blocks
+from .checkpointing import compile_options, run_blocks
 from .fp8 import convert_projections_to_float8
 from .fp8_storage import store_frozen_base_in_float8
 from .geometry import TokenGrid, to_patch_size, token_grid
@@ -113,6 +113,7 @@ class DiffusionTransformer(nn.Module):
         self.checkpoint_budget_gib = self.transformer_args.checkpoint_budget_gib
         self._checkpoint_plans: dict[LayerShape, tuple[str, ...]] = {}  # checkpoint_mode auto, by input shape
         self.compile_backend = "inductor" if self.transformer_args.compile else None
+        self.compile_mode = self.transformer_args.compile_mode or "default"
         self.attention_backend = self.transformer_args.attention_backend
         self.sequence_parallel_group = None  # see set_sequence_parallel
 
@@ -320,9 +321,9 @@ class DiffusionTransformer(nn.Module):
         for layer in self.transformer.layers:
             layer.attention.backend = backend
 
-    def set_compile(self, enabled: bool, backend: str = "inductor") -> None:
-        """Run each layer through `torch.compile` with `backend` (transformer_args.compile uses
-        inductor; tests use aot_eager). The SDPA kernel of compiled layers is chosen when they
+    def set_compile(self, enabled: bool, backend: str = "inductor", mode: str = "default") -> None:
+        """Run each layer through `torch.compile` with `backend` in `mode` (a
+        `checkpointing.COMPILE_MODES` name; transformer_args.compile uses inductor; tests use aot_eager). The SDPA kernel of compiled layers is chosen when they
         are first traced: call `torch._dynamo.reset()` after changing the attention backend of a
         model that already ran compiled."""
         if enabled and self.transformer_args.fp8_base_storage and backend == "inductor":
@@ -330,7 +331,10 @@ class DiffusionTransformer(nn.Module):
                 "transformer_args.fp8_base_storage cannot run compiled: the inductor-compiled layers keep every layer's "
                 "MLP activations (53 GiB instead of 12 GiB peak for 5B LoRA on an H100); leave compile off"
             )
+        if enabled:
+            compile_options(backend, mode)  # an unknown mode, or one the backend lacks, fails here
         self.compile_backend = backend if enabled else None
+        self.compile_mode = mode
 
     def set_sequence_parallel(self, group: Any) -> None:
         """Ulysses sequence parallelism over the process group `group` (None: off).
@@ -446,6 +450,7 @@ class DiffusionTransformer(nn.Module):
             skip_last=self.transformer_args.checkpoint_skip_layers,
             hidden_size=self.hidden_size,
             compile_backend=compile_backend,
+            compile_mode=self.compile_mode,
         )
         with kernel_context(kernel, hidden.device) if compiled else contextlib.nullcontext():
             if step_cache is None:

@@ -14,9 +14,11 @@ float rounding, the two FP8 keys are opt-in approximations):
   weights, gradients and optimizer state come on top), most recompute time per byte first
   (`cogvideox_sat.models.checkpoint_plan`).
 - `attention_backend`: torch SDPA backend, see `cogvideox_sat.models.attention.BACKENDS`.
-- `compile`: run each transformer layer (with its checkpointing) through `torch.compile`,
+- `compile`: `true` runs each transformer layer (with its checkpointing) through `torch.compile`,
   which fuses the elementwise work (adaLN modulation + LayerNorm, gated residuals, GELU,
-  QK-norm, RoPE). Needs dropout 0 (all released configs).
+  QK-norm, RoPE); `max-autotune` also lets inductor time Triton matmuls against cuBLAS and fold
+  that work into the matmuls that win (longer first step; see `models.checkpointing`). Needs
+  dropout 0 (all released configs).
 - `fp8`: `false` (default), `true` (= `tensorwise`), `tensorwise` or `rowwise`: the projection
   matmuls in FP8 through torchao (`cogvideox_sat.models.fp8`); under LoRA the frozen base's
   matmuls, the adapters stay in bf16. Needs a CUDA GPU with FP8 (sm89+), `dtype: bf16` (fp32 and
@@ -34,7 +36,7 @@ from typing import Any
 
 from .attention import BACKENDS
 from .checkpoint_plan import AUTO
-from .checkpointing import CHECKPOINT_MODES
+from .checkpointing import CHECKPOINT_MODES, COMPILE_MODES
 from .fp8 import RECIPES as FP8_RECIPES
 
 
@@ -48,7 +50,7 @@ class TransformerArgs:
     checkpoint_mode: str | None = None
     checkpoint_budget_gib: float | None = None  # checkpoint_mode auto: GiB of kept activations
     attention_backend: str = "auto"
-    compile: bool = False
+    compile: bool | str = False  # true, false or a COMPILE_MODES name other than default
     fp8: bool | str = False
     fp8_base_storage: bool = False
     vocab_size: int = 1  # SAT word embeddings; the patch embedding replaces them (unused)
@@ -83,8 +85,9 @@ class TransformerArgs:
         if self.checkpoint_mode is not None and self.checkpoint_mode not in (*CHECKPOINT_MODES, AUTO):
             raise ValueError(f"transformer_args.checkpoint_mode={self.checkpoint_mode!r}; choose one of {(*CHECKPOINT_MODES, AUTO)}")
         self._validate_budget()
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"transformer_args.compile must be true or false, got {self.compile!r}")
+        named_modes = tuple(m for m in COMPILE_MODES if m != "default")
+        if not isinstance(self.compile, bool) and self.compile not in named_modes:
+            raise ValueError(f"transformer_args.compile must be true, false or {' / '.join(named_modes)}, got {self.compile!r}")
         if self.compile and (self.hidden_dropout or self.attention_dropout):
             raise ValueError("transformer_args.compile needs hidden_dropout and attention_dropout 0 (compiled recomputation does not replay dropout masks here)")
         if self.fp8 is not False and self.fp8 is not True and self.fp8 not in FP8_RECIPES:
@@ -131,6 +134,13 @@ class TransformerArgs:
             raise ValueError(f"transformer_args.checkpoint_budget_gib must be a positive number of GiB, got {budget!r}")
         if self.checkpoint_num_layers != 1:
             raise ValueError("transformer_args.checkpoint_mode auto plans each layer alone: set checkpoint_num_layers to 1")
+
+    @property
+    def compile_mode(self) -> str | None:
+        """The `COMPILE_MODES` name that `compile` means (None: layers run eagerly)."""
+        if self.compile is False:
+            return None
+        return "default" if self.compile is True else self.compile
 
     @property
     def fp8_recipe(self) -> str | None:

@@ -32,6 +32,9 @@ def test_settings_parse_and_reject(vs_diffusers):
     fp8 = dit_step.parse_setting("selective+compile+fa4+fp8row")
     assert (fp8.backend, fp8.fp8, fp8.label) == ("fa4", "rowwise", "selective+compile+fa4+fp8row")
     assert dit_step.parse_setting("full+fp8").fp8 == "tensorwise"
+    tuned = dit_step.parse_setting("selective+autotune+fa4")
+    assert (tuned.compile, tuned.compile_mode, tuned.label) == (True, "max-autotune", "selective+autotune+fa4")
+    assert dit_step.parse_setting("selective+compile").compile_mode == "default"
     for bad in ("keepmore", "selective+fast"):
         with pytest.raises(Exception, match="checkpoint mode|compile"):
             dit_step.parse_setting(bad)

@@ -55,17 +55,20 @@ def test_keep_more_modes_match_eager_default(variant, lora):
         assert_close_step(cuda_step(model, kwargs), reference, mode)
 
 
-@pytest.mark.parametrize(("variant", "lora", "mode"), [("2b", True, "selective"), ("1.5_i2v", False, "selective_mlp_out")])
-def test_inductor_compiled_layers_match_eager_default(variant, lora, mode):
+@pytest.mark.parametrize(
+    ("variant", "lora", "mode", "compile_mode"),
+    [("2b", True, "selective", "default"), ("1.5_i2v", False, "selective_mlp_out", "default"), ("2b", False, "selective", "max-autotune")],
+)
+def test_inductor_compiled_layers_match_eager_default(variant, lora, mode, compile_mode):
     torch._dynamo.reset()
     model = cuda_model(variant, lora)
     kwargs = cuda_inputs(variant)
     model.set_checkpoint_mode("none")
     reference = cuda_step(model, kwargs)
     model.set_checkpoint_mode(mode)
-    model.set_compile(True)
+    model.set_compile(True, "inductor", compile_mode)
     for _ in range(2):
-        assert_close_step(cuda_step(model, kwargs), reference, f"{mode}+compile")
+        assert_close_step(cuda_step(model, kwargs), reference, f"{mode}+compile ({compile_mode})")
     torch._dynamo.reset()
 
 

@@ -11,6 +11,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cogvideox_sat.models import LoraLinear
+from cogvideox_sat.models import checkpointing
 from cogvideox_sat.models.checkpointing import _ATTENTION_KERNELS, CHECKPOINT_MODES
 from cogvideox_sat.models.lora import mark_only_lora_trainable
 from cogvideox_sat.models.segments import gated_residual_segments, modulate_segments
@@ -235,8 +236,11 @@ def test_checkpoint_modes_are_validated():
     args = {"checkpoint_activations": True, "checkpoint_mode": "selective_mlp_out", "compile": True}
     model = instantiate_from_config(network_config("5b", transformer_args=args))
     assert model.checkpoint_mode == "selective_mlp_out" and model.compile_backend == "inductor"
-    with pytest.raises(ValueError, match="compile must be true or false"):
+    with pytest.raises(ValueError, match="compile must be true, false or max-autotune, got 'yes'"):
         instantiate_from_config(network_config("5b", transformer_args={"compile": "yes"}))
+    tuned = instantiate_from_config(network_config("5b", transformer_args={"compile": "max-autotune"}))
+    assert (tuned.compile_backend, tuned.compile_mode) == ("inductor", "max-autotune")
+    assert (model.compile_mode, build("5b").compile_backend) == ("default", None)
     with pytest.raises(ValueError, match="dropout"):
         instantiate_from_config(network_config("5b", transformer_args={"compile": True, "hidden_dropout": 0.1}))
     with pytest.raises(ValueError, match="selective_mlp_out"):
@@ -269,6 +273,31 @@ def test_compiled_layers_equal_eager_in_one_graph(dynamo, variant, lora, modes):
     # whose input (frozen embeddings) needs no gradient
     assert dynamo["stats"]["unique_graphs"] == len(modes) * (2 if lora else 1)
     assert not dynamo["graph_break"]
+
+
+def test_compile_mode_reaches_torch_compile(dynamo, monkeypatch):
+    seen = []
+
+    def recording_compile(fn, **kwargs):
+        seen.append(kwargs)
+        return fn
+
+    checkpointing._group_runner.cache_clear()
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    model = build("2b", lora=True)
+    kwargs = inputs("2b")
+    for mode in ("default", "max-autotune"):
+        model.set_compile(True, "inductor", mode)
+        step(model, kwargs)
+    checkpointing._group_runner.cache_clear()  # drop the runners built with the recording stand-in
+    assert {"backend": "inductor", "dynamic": None} in seen
+    assert {"backend": "inductor", "mode": "max-autotune-no-cudagraphs", "dynamic": None} in seen
+    assert all(s.get("mode") in (None, "max-autotune-no-cudagraphs") for s in seen)
+    # other backends have no modes: refused, not dropped (torch would only log that it ignores it)
+    with pytest.raises(ValueError, match="inductor mode"):
+        model.set_compile(True, "aot_eager", "max-autotune")
+    with pytest.raises(ValueError, match="choose one of"):
+        model.set_compile(True, "inductor", "fastest")
 
 
 def test_compiled_inference_and_new_shapes_do_not_recompile_per_step(dynamo):
@@ -323,10 +352,11 @@ def test_compiled_checkpointing_keeps_what_its_policy_says(dynamo, mode, recompu
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="CPU inductor needs a C++ compiler")
-def test_inductor_compiled_selective_step_equals_eager(dynamo):
+@pytest.mark.parametrize("compile_mode", ["default", "max-autotune"])
+def test_inductor_compiled_selective_step_equals_eager(dynamo, compile_mode):
     model = build("5b", lora=True)
     kwargs = inputs("5b")
     model.set_checkpoint_mode("selective")
     reference = step(model, kwargs)
-    model.set_compile(True)  # inductor
+    model.set_compile(True, "inductor", compile_mode)
     assert_same_step(step(model, kwargs), reference, atol=1e-5)
