@@ -63,13 +63,15 @@ case "$section" in
       --extras ${AUTO_EXTRAS:-compile} ;;
   sample)
     # SAMPLE_ARGS adds speed switches, e.g. SAMPLE_ARGS="--compile --attention-backend fa4 --step-cache 0.05"
+    # (--compile max-autotune: Triton matmuls with the elementwise work in their epilogues)
     run python3 benchmarks/sample_speed.py --base configs/cogvideox_2b.yaml --dtype fp16 --repeats 1 ${SAMPLE_ARGS:-}
     run python3 benchmarks/sample_speed.py --base configs/cogvideox_5b.yaml --dtype bf16 --repeats 1 ${SAMPLE_ARGS:-} ;;
   speed)
     # ours vs diffusers (+ PEFT LoRA, gradient checkpointing), DiT fwd+bwd in one process; SPEED_ARGS
     # picks models/settings, e.g. SPEED_ARGS="--models 2b-lora --ours selective+compile full+compile", or the fast
     # paths against diffusers: SPEED_ARGS="--models 2b-lora 5b-lora --ours selective+compile+cudnn selective+compile+fa4
-    # selective+compile+fa4+fp8" (FA4 from requirements-gpu.txt, FP8 from torchao)
+    # selective+compile+fa4+fp8" (FA4 from requirements-gpu.txt, FP8 from torchao); +autotune instead of +compile
+    # compiles in inductor's max-autotune mode (transformer_args.compile: max-autotune)
     run python3 benchmarks/vs_diffusers.py ${SPEED_ARGS:-} ;;
   sft)
     # full fine-tuning steps under DeepSpeed ZeRO-2 (bf16, AdamW, clipping), ours vs diffusers in one
