@@ -3,7 +3,7 @@
 Training rows: DiT forward + backward (no optimizer step) of 2B and 5B with LoRA r128, batch 1,
 49x480x720 bf16, random weights, as benchmarks/vs_diffusers.py measures ours: step time, peak
 memory, TFLOP/s (model FLOPs), first step (compilation included). A row is `MODEL/SETTING`:
-SETTING is dit_step's `MODE[+compile][+BACKEND][+fp8|+fp8row]` (FP8 matmuls, tensorwise or
+SETTING is dit_step's `MODE[+compile|+autotune][+BACKEND][+fp8|+fp8row]` (FP8 matmuls, tensorwise or
 rowwise) plus `+store8` (FP8 base storage).
 
 Sampling rows: 2B (random weights, random T5-sized text, CFG as one batch, compiled layers),
@@ -78,7 +78,7 @@ class Row:
 @dataclass(frozen=True)
 class TrainCase:
     model: str  # vs_diffusers.MODELS key
-    setting: Setting  # dit_step's MODE[+compile][+BACKEND][+fp8|+fp8row]
+    setting: Setting  # dit_step's MODE[+compile|+autotune][+BACKEND][+fp8|+fp8row]
     store8: bool = False
 
 

@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("config", nargs="+")
     parser.add_argument("--full", action="store_true", help="full fine-tuning (drop lora_config)")
     parser.add_argument("--lora-rank", type=int, default=None)
-    parser.add_argument("--setting", type=parse_setting, default=parse_setting("selective+compile"), metavar="MODE[+compile][+BACKEND][+fp8|+fp8row]")
+    parser.add_argument("--setting", type=parse_setting, default=parse_setting("selective+compile"), metavar="MODE[+compile|+autotune][+BACKEND][+fp8|+fp8row]")
     parser.add_argument("--attention-backend", default="auto")
     parser.add_argument("--frames", type=int, default=49)
     parser.add_argument("--height", type=int, default=480)

@@ -11,7 +11,7 @@ step time, peak memory and the ratios to diffusers.
     python benchmarks/vs_diffusers.py --models 2b-lora --ours selective selective+compile selective_mlp_out+compile
     python benchmarks/vs_diffusers.py --tiny              # CPU smoke: toy sizes; also checks both compute one function
 
-A setting is `MODE[+compile][+BACKEND][+fp8|+fp8row]` (see benchmarks/dit_step.py): checkpoint
+A setting is `MODE[+compile|+autotune][+BACKEND][+fp8|+fp8row]` (see benchmarks/dit_step.py): checkpoint
 mode, our layers through torch.compile, attention backend (default auto: FlashAttention-4 where
 installed, else cuDNN on H100), FP8 projection matmuls (tensorwise / rowwise). Every case is built,
 measured and freed before the next; a case that fails (out of memory, a compile error) is
@@ -232,7 +232,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     """This benchmark's options (sft_vs_diffusers.py starts from them too)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--ours", nargs="+", type=parse_setting, default=[parse_setting("selective"), parse_setting("selective+compile")], metavar="MODE[+compile][+BACKEND][+fp8|+fp8row]")
+    parser.add_argument("--ours", nargs="+", type=parse_setting, default=[parse_setting("selective"), parse_setting("selective+compile")], metavar="MODE[+compile|+autotune][+BACKEND][+fp8|+fp8row]")
     parser.add_argument("--no-diffusers", action="store_true", help="only our settings")
     parser.add_argument("--diffusers-attention", default="torch", choices=BACKENDS, help="SDPA backend for diffusers (torch: its own choice, as users run it)")
     parser.add_argument("--attention-backend", default="auto", choices=BACKENDS, help="our SDPA backend unless a setting names one")
