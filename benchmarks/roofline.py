@@ -10,6 +10,7 @@ modulation, RoPE, GELU, residuals) is left out, so a real step is always slower 
 
     python benchmarks/roofline.py configs/cogvideox_2b.yaml --lora-rank 128 --diffusers-s 1.286
     python benchmarks/roofline.py configs/cogvideox_5b.yaml --full
+    python benchmarks/roofline.py configs/cogvideox_2b.yaml --fp8 --backends fa4   # projections in FP8 (transformer_args.fp8)
     python benchmarks/roofline.py configs/cogvideox_2b.yaml --tiny     # CPU smoke run
 
 Bounds printed: `no recompute` (every activation kept) and `selective` (projections computed
@@ -17,6 +18,11 @@ twice, attention once: what fits a small memory budget), and `full` checkpointin
 forward twice). With --diffusers-s (a diffusers step measured in the same run, e.g. by
 benchmarks/vs_diffusers.py) each bound is also given as a ratio to it: a target ratio below the
 bound cannot be met with these kernels.
+
+`--fp8` times the projections as `transformer_args.fp8: tensorwise` runs them: torch._scaled_mm
+on e4m3 activations and weights (e5m2 output gradients), bf16 out, the token dimension padded to
+a multiple of 16 where it is a matmul's inner size; the casts to FP8 are left out with the rest of
+the elementwise work, and LoRA adapters stay in the compute dtype.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -79,10 +87,30 @@ def timed(fn, device: torch.device, repeat: int) -> float:
     return statistics.median(times)
 
 
-def projection_times(s: Shapes, lora_rank: int | None, device, dtype, repeat: int, batch: int = 1) -> dict[str, float]:
+def fp8_matmuls(x: torch.Tensor, w: torch.Tensor, g: torch.Tensor) -> dict[str, Any]:
+    """The three matmuls of a projection y = x w^T as torch._scaled_mm runs them with tensorwise
+    scales: x, w in e4m3, the output gradient g in e5m2, each operand in the memory order
+    _scaled_mm wants (first row-major, second column-major), bf16 results."""
+    e4, e5, one = torch.float8_e4m3fn, torch.float8_e5m2, torch.ones((), device=x.device)
+    pad = -x.shape[0] % 16  # the weight gradient's inner size is the token count
+    x8, w8 = x.to(e4), w.to(e4)
+    g8 = g.to(e5)
+    g8_rows_t = torch.nn.functional.pad(g8.t().float(), (0, pad)).to(e5).contiguous()  # (n, M + pad)
+    x8_cols = torch.nn.functional.pad(x8.float(), (0, 0, 0, pad)).to(e4).t().contiguous().t()  # (M + pad, k), column-major
+    w8_cols = w8.t().contiguous().t()  # (n, k) column-major, for g w
+    mm = partial(torch._scaled_mm, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    return {
+        "forward": lambda: mm(x8, w8.t()),
+        "input_grad": lambda: mm(g8, w8_cols),
+        "weight_grad": lambda: mm(g8_rows_t, x8_cols),
+    }
+
+
+def projection_times(s: Shapes, lora_rank: int | None, device, dtype, repeat: int, batch: int = 1, fp8: bool = False) -> dict[str, float]:
     """Seconds per layer: forward, input gradient, weight gradient of the projections; LoRA
     forward + backward of the adapted ones (qkv and attention output, as the official LoRA).
-    `batch` samples of `s.tokens` tokens each go through every projection as one matrix."""
+    `batch` samples of `s.tokens` tokens each go through every projection as one matrix;
+    `fp8`: the projections (not the adapters) as `fp8_matmuls`."""
     x_of = {"qkv": s.hidden, "dense": s.hidden, "fc1": s.hidden, "fc2": s.mlp}
     out_of = {"qkv": 3 * s.hidden, "dense": s.hidden, "fc1": s.mlp * (2 if s.gated else 1), "fc2": s.hidden}
     result = {"forward": 0.0, "input_grad": 0.0, "weight_grad": 0.0, "lora": 0.0}
@@ -91,9 +119,10 @@ def projection_times(s: Shapes, lora_rank: int | None, device, dtype, repeat: in
         x = torch.randn(batch * s.tokens, k, device=device, dtype=dtype)
         w = torch.randn(n, k, device=device, dtype=dtype) / math.sqrt(k)
         g = torch.randn(batch * s.tokens, n, device=device, dtype=dtype)
-        result["forward"] += timed(lambda: x @ w.t(), device, repeat)
-        result["input_grad"] += timed(lambda: g @ w, device, repeat)
-        result["weight_grad"] += timed(lambda: g.t() @ x, device, repeat)
+        kernels = fp8_matmuls(x, w, g) if fp8 else {"forward": lambda: x @ w.t(), "input_grad": lambda: g @ w, "weight_grad": lambda: g.t() @ x}
+        for part, kernel in kernels.items():
+            result[part] += timed(kernel, device, repeat)
+        del kernels
         if lora_rank and name in ("qkv", "dense"):
             a = torch.randn(lora_rank, k, device=device, dtype=dtype) / math.sqrt(k)
             b = torch.randn(n, lora_rank, device=device, dtype=dtype) / math.sqrt(lora_rank)
@@ -154,8 +183,8 @@ def sampling_bound(proj: dict[str, float], attn_fwd: float, layers: int, steps: 
 
 def print_sampling(args: argparse.Namespace, s: Shapes, device, dtype) -> dict[str, dict[str, float]]:
     batch = 2  # CFG: conditional and unconditional inputs as one batch
-    proj = projection_times(s, None, device, dtype, args.repeat, batch=batch)
-    print(f"sampling: {args.steps} steps, CFG as one batch of {batch}, forward only; projections {proj['forward'] * 1e3:.2f} ms a layer"
+    proj = projection_times(s, None, device, dtype, args.repeat, batch=batch, fp8=args.fp8)
+    print(f"sampling: {args.steps} steps, CFG as one batch of {batch}, forward only; projections{' (FP8)' if args.fp8 else ''} {proj['forward'] * 1e3:.2f} ms a layer"
           + (f"; decode {args.decode_s:.2f} s" if args.decode_s else "; decode not included (--decode-s)"))
     attn_flops = batch * 4 * s.tokens**2 * s.hidden
     print_header(f"{'attention':<10} {'fwd ms':>7} {'TFLOP/s':>8} | {'step s':>7} | {'video s':>7}" + (f" | {'vs target':>9}" if args.target_s else ""))
@@ -191,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--steps", type=int, default=50, help="--sampling: denoising steps per video")
     parser.add_argument("--decode-s", type=float, default=0.0, help="--sampling: seconds of one VAE decode, added to the video")
     parser.add_argument("--target-s", type=float, default=None, help="--sampling: seconds per video to compare against")
+    parser.add_argument("--fp8", action="store_true", help="projections as FP8 matmuls (transformer_args.fp8: tensorwise)")
     parser.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (smoke run)")
     args = parser.parse_args(argv)
     if args.sampling and (args.full or args.diffusers_s):
@@ -209,11 +239,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     print(f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, torch {torch.__version__}, {args.dtype}")
     work = "sampling" if args.sampling else f"LoRA r{args.lora_rank}" if lora else "full fine-tuning"
     print(f"{Path(args.config[-1]).name}: {s.layers} layers, hidden {s.hidden}, {s.heads} heads, MLP {s.mlp}, {s.tokens} tokens "
-          f"({args.frames}x{args.height}x{args.width}), {work}")
+          f"({args.frames}x{args.height}x{args.width}), {work}" + (", FP8 projections" if args.fp8 else ""))
     if args.sampling:
         return print_sampling(args, s, device, dtype)
 
-    proj = projection_times(s, args.lora_rank if lora else None, device, dtype, args.repeat)
+    proj = projection_times(s, args.lora_rank if lora else None, device, dtype, args.repeat, fp8=args.fp8)
     print("per layer, ms: " + ", ".join(f"{k} {v * 1e3:.2f}" for k, v in proj.items() if lora or k != "lora"))
     results: dict[str, dict[str, float]] = {}
     attn_flops = 4 * s.tokens**2 * s.hidden

@@ -5,7 +5,7 @@
 #   bash benchmarks/run_h100.sh train    # train_video.py end to end: 2B LoRA at 49x480x720, latent cache vs pixels
 #   bash benchmarks/run_h100.sh sample   # sample_video.py: seconds per video, 50 steps
 #   bash benchmarks/run_h100.sh speed    # DiT step, ours vs diffusers in one process
-#   bash benchmarks/run_h100.sh roofline # step (and sampled video) lower bounds from the matmul and attention kernels alone
+#   bash benchmarks/run_h100.sh roofline # step (and sampled video) lower bounds from the matmul and attention kernels alone (bf16, FP8)
 #   bash benchmarks/run_h100.sh profile  # kernel time by category (matmul, attention, fused, copies, gaps) of 2B/5B LoRA steps
 #   bash benchmarks/run_h100.sh auto     # checkpoint_mode auto: planned kept activations / recompute saved vs measured peak / step
 #   bash benchmarks/run_h100.sh ckpt     # checkpoint save cost: 2B LoRA, DeepSpeed write vs manifest + fsync
@@ -49,9 +49,13 @@ case "$section" in
     run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml ${DIFF_5B:+--diffusers-s $DIFF_5B}
     run python3 benchmarks/roofline.py configs/cogvideox_2b.yaml --full --backends fa4 cudnn
     run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml --full --backends fa4 cudnn
+    # the FP8 rows' own bounds (transformer_args.fp8: projections through torch._scaled_mm)
+    run python3 benchmarks/roofline.py configs/cogvideox_2b.yaml --fp8 --backends fa4 ${DIFF_2B:+--diffusers-s $DIFF_2B}
+    run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml --fp8 --backends fa4 ${DIFF_5B:+--diffusers-s $DIFF_5B}
     # sampling floors, 50 steps with CFG (2B in fp16 as released, 5B in bf16), decode as in the README's VAE table
     run python3 benchmarks/roofline.py configs/cogvideox_2b.yaml --sampling --dtype fp16 --backends fa4 cudnn --decode-s 2.27 --target-s 22.5
-    run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml --sampling --dtype bf16 --backends fa4 cudnn --decode-s 2.27 --target-s 45 ;;
+    run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml --sampling --dtype bf16 --backends fa4 cudnn --decode-s 2.27 --target-s 45
+    run python3 benchmarks/roofline.py configs/cogvideox_5b.yaml --sampling --dtype bf16 --fp8 --backends fa4 --decode-s 2.27 --target-s 45 ;;
   profile)
     # PROFILE_SETTING: the setting profiled (default selective+compile)
     run python3 benchmarks/profile_step.py configs/cogvideox_2b_lora.yaml --lora-rank 128 --setting ${PROFILE_SETTING:-selective+compile} --top 25

@@ -59,3 +59,20 @@ def test_options_of_the_other_bound_are_refused(roofline, extra, capsys):
         roofline.main([str(REPO / "configs" / "cogvideox_2b.yaml"), "--tiny", *extra])
     err = capsys.readouterr().err
     assert "need --sampling" in err or "bound a training step" in err
+
+
+def test_fp8_matmuls_compute_the_projection_and_its_gradients(roofline):
+    # 20 tokens: not a multiple of 16, so the weight gradient's inner size is padded (with zeros)
+    torch.manual_seed(0)
+    x, w, g = torch.randn(20, 32), torch.randn(48, 32), torch.randn(20, 48)
+    kernels = roofline.fp8_matmuls(x, w, g)
+    for part, expected in {"forward": x @ w.t(), "input_grad": g @ w, "weight_grad": g.t() @ x}.items():
+        got = kernels[part]().float()
+        assert got.shape == expected.shape
+        assert (got - expected).norm() / expected.norm() < 0.1, part  # e4m3 / e5m2 rounding only
+
+
+def test_roofline_tiny_fp8(roofline, capsys):
+    result = roofline.main([str(REPO / "configs" / "cogvideox_2b.yaml"), "--tiny", "--lora-rank", "4", "--fp8"])
+    assert 0 < result["math"]["no recompute"] < result["math"]["selective"]
+    assert "FP8 projections" in capsys.readouterr().out
