@@ -45,8 +45,8 @@ eager recomputation runs each layer's forward up to its last saved tensor.
 
 `compile_mode` picks inductor's mode (`COMPILE_MODES`): `max-autotune` also times Triton matmul
 templates against cuBLAS for every projection shape and, where a template wins, fuses the
-elementwise work around it (GELU, gated residuals, modulation) into the matmul's epilogue, which
-the default mode leaves as separate memory passes. CUDA graphs stay off in both: the layers run
+elementwise work that follows the matmul (GELU, gated residuals) into its epilogue, which the
+default mode leaves as separate passes over memory. CUDA graphs stay off in both: the layers run
 between eager code (embeddings, sampler) and under checkpointing.
 """
 
