@@ -324,8 +324,9 @@ class DiffusionTransformer(nn.Module):
     def set_compile(self, enabled: bool, backend: str = "inductor", mode: str = "default") -> None:
         """Run each layer through `torch.compile` with `backend` in `mode`, a
         `checkpointing.COMPILE_MODES` name (transformer_args.compile uses inductor; tests use
-        aot_eager). The SDPA kernel of compiled layers is chosen when they are first traced: call `torch._dynamo.reset()` after changing the attention backend of a
-        model that already ran compiled."""
+        aot_eager). The SDPA kernel of compiled layers is chosen when they are first traced:
+        call `torch._dynamo.reset()` after changing the attention backend of a model that already
+        ran compiled."""
         if enabled and self.transformer_args.fp8_base_storage and backend == "inductor":
             raise ValueError(
                 "transformer_args.fp8_base_storage cannot run compiled: the inductor-compiled layers keep every layer's "
