@@ -119,7 +119,8 @@ def projection_times(s: Shapes, lora_rank: int | None, device, dtype, repeat: in
         x = torch.randn(batch * s.tokens, k, device=device, dtype=dtype)
         w = torch.randn(n, k, device=device, dtype=dtype) / math.sqrt(k)
         g = torch.randn(batch * s.tokens, n, device=device, dtype=dtype)
-        kernels = fp8_matmuls(x, w, g) if fp8 else {"forward": lambda: x @ w.t(), "input_grad": lambda: g @ w, "weight_grad": lambda: g.t() @ x}
+        bf16 = {"forward": lambda: x @ w.t(), "input_grad": lambda: g @ w, "weight_grad": lambda: g.t() @ x}
+        kernels = fp8_matmuls(x, w, g) if fp8 else bf16
         for part, kernel in kernels.items():
             result[part] += timed(kernel, device, repeat)
         del kernels
