@@ -15,6 +15,8 @@
 #       sft16 | sft_bf16: 2B full fine-tune, 200 steps (~7 min each: setup, 1.26 s a step, the ~30 GB final save)
 #       lora: 2B LoRA fp16 + bf16 side by side, 200 steps; store8: 5B LoRA bf16 vs FP8 base storage (+ seed 2), 100 steps
 #       fp8_lora | fp8_sft: bf16 vs FP8 matmuls, 300 steps, compiled, one validation sample each; loss curves and each sample (precision-<PRECISION>-<case>.png) in $OUT
+#         (fp8_sft's two full fine-tunes run one after the other and fit one call each: PRECISION_ARGS="--cases 2b_sft:bf16" first,
+#         then the plain command on the same warm machine, which keeps the finished case and runs the FP8 one)
 # Output goes to stdout and, when OUT is set, to $OUT/<section>.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
