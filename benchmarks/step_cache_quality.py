@@ -15,7 +15,6 @@ videos are not written.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
@@ -32,10 +31,9 @@ from common import print_header, synchronize  # noqa: E402
 
 from cogvideox_sat.cli import parse_run  # noqa: E402
 from cogvideox_sat.demo.vae_fit import psnr_db  # noqa: E402
-from cogvideox_sat.id_token import prompt_with_id_token, sampling_id_token  # noqa: E402
 from cogvideox_sat.sampling.decoding import decode_samples  # noqa: E402
 from cogvideox_sat.sampling.generate import draw_latents, prompt_inputs, sample_seed  # noqa: E402
-from cogvideox_sat.sampling.main import build_sampling_engine, latent_shape, prompt_source  # noqa: E402
+from cogvideox_sat.sampling.main import build_sampling_engine, latent_shape, prompt_source, prompts_with_id_token  # noqa: E402
 from cogvideox_sat.sampling.placement import place  # noqa: E402
 from cogvideox_sat.training.rng import seed_everything  # noqa: E402
 
@@ -121,10 +119,7 @@ def print_table(outcomes: list[Outcome], prompts: int) -> None:
 def main(argv: list[str] | None = None) -> list[Outcome]:
     ours, args = parse_args(sys.argv[1:] if argv is None else argv)
     placement = place(args)
-    prompts = list(islice(prompt_source(args, placement), ours.prompts))
-    token = sampling_id_token(args)  # as sample_video.py prompts a run trained with an ID token
-    if token is not None:
-        prompts = [dataclasses.replace(p, text=prompt_with_id_token(p.text, token)) for p in prompts]
+    prompts = list(prompts_with_id_token(islice(prompt_source(args, placement), ours.prompts), args))  # as sample_video.py prompts
     if not prompts:
         raise SystemExit("no prompts: set args.input_file (input_type txt)")
     if any(p.image_path for p in prompts):

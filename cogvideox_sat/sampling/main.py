@@ -127,6 +127,18 @@ def prompt_source(args: argparse.Namespace, placement: SamplingPlacement) -> Ite
     return prompts
 
 
+def prompts_with_id_token(prompts: Iterable[Prompt], args: argparse.Namespace, announce: bool = False) -> Iterable[Prompt]:
+    """`prompts` with the run's ID token (`sampling_id_token`) in front of those that lack it; a
+    list stays a list (a file's prompts keep their count), stdin's stream stays a stream."""
+    token = sampling_id_token(args)
+    if token is None:
+        return prompts
+    if announce:
+        print(f"ID token {token!r} goes in front of prompts that lack it", flush=True)
+    tokened = (dataclasses.replace(p, text=prompt_with_id_token(p.text, token)) for p in prompts)
+    return list(tokened) if isinstance(prompts, list) else tokened
+
+
 def step_cache_note(engine: Any) -> str:
     """', step cache: skipped K/N steps ... change per step ...' of the last sample where the
     sampler's step cache is on: the changes are what a threshold is chosen from."""
@@ -172,13 +184,7 @@ def sample(args: argparse.Namespace) -> list[Path]:
     if not args.only_log_video_latents and not mp4_writer_available():  # before the weights load
         raise SystemExit(f"sample_video.py: {MP4_NEEDS}; or set only_log_video_latents: true to keep latents only")
     placement = place(args)
-    prompts = prompt_source(args, placement)
-    token = sampling_id_token(args)
-    if token is not None:
-        if placement.is_main:
-            print(f"ID token {token!r} goes in front of prompts that lack it", flush=True)
-        tokened = (dataclasses.replace(p, text=prompt_with_id_token(p.text, token)) for p in prompts)
-        prompts = list(tokened) if isinstance(prompts, list) else tokened  # a file's list keeps its length
+    prompts = prompts_with_id_token(prompt_source(args, placement), args, announce=placement.is_main)
     seed_everything(args.seed)  # what the config leaves random (a demo VAE, fresh adapters) is reproducible
     engine = build_sampling_engine(args, placement.device, verbose=placement.is_main)
     if getattr(args, "sequence_parallel", False):
